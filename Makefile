@@ -1,0 +1,49 @@
+# The two commands a newcomer needs: `make demo` (set up, materialize the demo lake, open the UI) and
+# `make test` (set up, lint, type-check, run the tests). Both start from nothing but python3 and Java 17.
+SHELL := /bin/bash
+PYTHON ?= python3
+UV_VERSION := 0.13.9
+VENV := .venv
+BIN := $(VENV)/bin
+export DAGSTER_HOME ?= $(CURDIR)/.data/dagster_home
+export BATCH_PLATFORM_DATA_DIR ?= $(CURDIR)/.data
+
+.PHONY: setup demo ui test lint typecheck lock clean
+
+$(BIN)/uv:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet "uv==$(UV_VERSION)"
+
+$(VENV)/.synced: requirements.lock pyproject.toml $(BIN)/uv
+	$(BIN)/uv pip sync --quiet --python $(BIN)/python --require-hashes requirements.lock
+	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps -e .
+	touch $@
+
+setup: $(VENV)/.synced
+	@command -v java >/dev/null || [ -n "$$JAVA_HOME" ] || { echo "Java 17+ is required for Spark (apt-get install openjdk-17-jre-headless)"; exit 1; }
+	mkdir -p "$(DAGSTER_HOME)"
+	cp dagster.yaml "$(DAGSTER_HOME)/dagster.yaml"
+
+demo: setup
+	$(BIN)/batch-platform demo --days 7
+	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+
+ui: setup
+	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: setup
+	$(BIN)/mypy
+
+test: lint typecheck
+	$(BIN)/pytest
+
+# Re-resolve the lock after changing dependencies in pyproject.toml.
+lock: $(BIN)/uv
+	$(BIN)/uv pip compile pyproject.toml --extra dev --python-version 3.11 --generate-hashes --quiet -o requirements.lock
+
+clean:
+	rm -rf $(VENV) .data

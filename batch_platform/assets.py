@@ -1,0 +1,69 @@
+"""The lake asset decorator: an asset whose key, pool and catalog metadata come from its table declaration."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import dagster as dg
+
+from batch_platform.lake.tables import LakeTable
+
+
+def column_schema(table: LakeTable) -> dg.TableSchema:
+    return dg.TableSchema(
+        columns=[
+            dg.TableColumn(
+                name=f.name,
+                type=str(f.type),
+                constraints=dg.TableColumnConstraints(nullable=f.nullable),
+                tags={"partition": ""} if f.name == table.partition_column else {},
+            )
+            for f in table.schema
+        ]
+    )
+
+
+def lake_asset(
+    table: LakeTable,
+    *,
+    partitions_def: dg.PartitionsDefinition | None = None,
+    deps: Iterable[dg.CoercibleToAssetDep] = (),
+    kinds: Iterable[str] = ("iceberg",),
+    group_name: str | None = None,
+    backfill_policy: dg.BackfillPolicy | None = None,
+    op_tags: Mapping[str, Any] | None = None,
+    tags: Mapping[str, str] | None = None,
+    owners: Iterable[str] = (),
+    **asset_kwargs: Any,
+) -> Callable[[Callable[..., Any]], dg.AssetsDefinition]:
+    """Declare the asset that writes ``table``.
+
+    The asset key is the table's ``namespace/name``, its group defaults to the namespace, and its writers share
+    the table's concurrency pool, so two runs never write the same table (hence the same partition) at once.
+    """
+    if (partitions_def is None) != (table.partition_column is None):
+        raise ValueError(
+            f"{table.identifier}: a partitioned table needs a partitioned asset and an unpartitioned one not "
+            f"(partition column {table.partition_column!r}, partitions_def {partitions_def!r})"
+        )
+    return dg.asset(
+        key=table.asset_key,
+        description=table.description or None,
+        partitions_def=partitions_def,
+        deps=list(deps),
+        kinds=set(kinds),
+        group_name=group_name or table.namespace,
+        backfill_policy=backfill_policy,
+        pool=table.pool,
+        op_tags=dict(op_tags or {}),
+        tags=dict(tags or {}),
+        owners=list(owners),
+        metadata={
+            "iceberg/table": table.identifier,
+            "dagster/table_name": table.identifier,
+            "dagster/column_schema": column_schema(table),
+            "iceberg/partition_column": table.partition_column or "",
+        },
+        **asset_kwargs,
+    )

@@ -1,0 +1,161 @@
+"""One atomic "replace these partitions" commit, with lineage in the snapshot summary and retries on races."""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any
+
+import dagster as dg
+import pyarrow as pa
+from pyiceberg.exceptions import CommitFailedException, CommitStateUnknownException, ValidationException
+from pyiceberg.expressions import AlwaysTrue, BooleanExpression, EqualTo, In
+from pyiceberg.table import Table
+from pyiceberg.table.snapshots import Snapshot
+
+from batch_platform.lake.errors import PartitionWriteConflict
+from batch_platform.lake.tables import LakeTable
+
+log = logging.getLogger(__name__)
+
+SUMMARY_RUN_ID = "dagster.run-id"
+SUMMARY_ASSET_KEY = "dagster.asset-key"
+SUMMARY_PARTITIONS = "dagster.partition-keys"
+SUMMARY_WRITE_ID = "batch-platform.write-id"
+
+
+@dataclass(frozen=True)
+class Lineage:
+    """Who wrote a commit: stored in every snapshot summary the write produces."""
+
+    run_id: str
+    asset_key: str
+    partition_keys: tuple[str, ...] = ()
+
+    @classmethod
+    def from_context(cls, context: dg.AssetExecutionContext) -> Lineage:
+        keys = tuple(context.partition_keys) if context.has_partition_key_range or context.has_partition_key else ()
+        return cls(run_id=context.run_id, asset_key=context.asset_key.to_user_string(), partition_keys=keys)
+
+    def summary(self, write_id: str) -> dict[str, str]:
+        return {
+            SUMMARY_RUN_ID: self.run_id,
+            SUMMARY_ASSET_KEY: self.asset_key,
+            SUMMARY_PARTITIONS: ",".join(self.partition_keys),
+            SUMMARY_WRITE_ID: write_id,
+        }
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    """What one write committed, read from the commit's own snapshot (not from a later look at the table)."""
+
+    table: str
+    snapshot_id: int | None
+    rows: int
+    files: int
+    bytes: int
+    partitions: tuple[str, ...]
+    attempts: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def metadata(self) -> dict[str, Any]:
+        return {
+            "iceberg/table": self.table,
+            "iceberg/snapshot_id": self.snapshot_id,
+            "dagster/row_count": self.rows,
+            "iceberg/files_added": self.files,
+            "iceberg/bytes_added": self.bytes,
+            "iceberg/partitions_written": len(self.partitions),
+            "iceberg/commit_attempts": self.attempts,
+            **self.extra,
+        }
+
+    def materialize_result(self, **metadata: Any) -> dg.MaterializeResult:
+        return dg.MaterializeResult(metadata={**self.metadata(), **metadata})
+
+
+def partition_filter(table: LakeTable, partition_keys: Sequence[str] | None) -> BooleanExpression:
+    """The rows a write of these partitions replaces: those partitions, or the whole table if it is unpartitioned."""
+    if table.partition_column is None:
+        return AlwaysTrue()
+    if not partition_keys:
+        raise ValueError(f"{table.identifier} is partitioned by {table.partition_column}: name the partitions to write")
+    values = sorted({date.fromisoformat(k) for k in partition_keys})
+    # pyiceberg's expressions are pydantic models whose generated signature mypy misreads.
+    if len(values) == 1:
+        return EqualTo(table.partition_column, values[0])  # type: ignore[call-arg,arg-type]
+    return In(table.partition_column, values)  # type: ignore[call-arg,arg-type]
+
+
+def find_snapshot(iceberg_table: Table, write_id: str) -> Snapshot | None:
+    """The last snapshot of this write (the append, after the delete), if it reached the table."""
+    for snapshot in reversed(iceberg_table.metadata.snapshots):
+        if snapshot.summary is not None and snapshot.summary.get(SUMMARY_WRITE_ID) == write_id:
+            return snapshot
+    return None
+
+
+def commit_replace(
+    load_table: Callable[[], Table],
+    table: LakeTable,
+    *,
+    partition_keys: Sequence[str] | None,
+    lineage: Lineage,
+    write_id: str,
+    data_files: Sequence[str] = (),
+    arrow_data: pa.Table | None = None,
+    attempts: int = 10,
+) -> WriteResult:
+    """Replace the given partitions with the new data in one catalog commit.
+
+    The delete and the append are one transaction: readers see the old partition or the new one, never neither or
+    both. A commit that loses a race with another writer is retried by pyiceberg (table properties), and again here
+    on a freshly loaded table. A race on the same partitions is a conflict, reported and never retried: the
+    other writer's data must not be silently replaced.
+    """
+    delete_filter = partition_filter(table, partition_keys)
+    summary = lineage.summary(write_id)
+    for attempt in range(1, attempts + 1):
+        iceberg_table = load_table()
+        if attempt > 1 and find_snapshot(iceberg_table, write_id) is not None:
+            break  # an earlier attempt's commit landed although its response was lost
+        try:
+            with iceberg_table.transaction() as tx, warnings.catch_warnings():
+                # Replacing a partition that does not exist yet is normal; pyiceberg warns about it.
+                warnings.filterwarnings("ignore", message="Delete operation did not match any records")
+                tx.delete(delete_filter=delete_filter, snapshot_properties=summary)
+                if data_files:
+                    # Staged file names are unique per write, so the full-table duplicate check is wasted work.
+                    tx.add_files(list(data_files), snapshot_properties=summary, check_duplicate_files=False)
+                if arrow_data is not None and arrow_data.num_rows:
+                    tx.append(arrow_data, snapshot_properties=summary)
+            break
+        except ValidationException as exc:
+            raise PartitionWriteConflict(
+                f"{table.identifier}: another writer committed to partitions {list(partition_keys or ['<all>'])} "
+                f"while run {lineage.run_id} was writing them; this write was not applied. Re-run it once the other "
+                f"run has finished. ({exc})"
+            ) from exc
+        except (CommitFailedException, CommitStateUnknownException) as exc:
+            if attempt == attempts:
+                raise
+            delay = min(5.0, 0.1 * 2**attempt) * random.uniform(0.5, 1.0)
+            log.warning("%s: commit attempt %d failed (%s); retrying in %.2fs", table.identifier, attempt, exc, delay)
+            time.sleep(delay)
+    snapshot = find_snapshot(iceberg_table, write_id)
+    props = snapshot.summary.additional_properties if snapshot is not None and snapshot.summary else {}
+    return WriteResult(
+        table=table.identifier,
+        snapshot_id=snapshot.snapshot_id if snapshot is not None else None,
+        rows=int(props.get("added-records", 0)),
+        files=int(props.get("added-data-files", 0)),
+        bytes=int(props.get("added-files-size", 0)),
+        partitions=tuple(sorted(partition_keys or ())),
+        attempts=attempt,
+    )

@@ -1,0 +1,243 @@
+"""The lake resource: the one object assets use to read and write Iceberg tables."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import date
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlparse
+
+import dagster as dg
+import pyarrow as pa
+import pyarrow.compute as pc
+from pydantic import Field, PrivateAttr
+from pyiceberg.catalog import Catalog, load_catalog
+from pyiceberg.expressions import AlwaysTrue
+from pyiceberg.table import Table
+from pyspark.sql import DataFrame, SparkSession
+
+from batch_platform.lake import spark_io
+from batch_platform.lake.commit import Lineage, WriteResult, commit_replace, partition_filter
+from batch_platform.lake.errors import DataContractError
+from batch_platform.lake.schema import ensure_table
+from batch_platform.lake.tables import LakeTable
+from batch_platform.settings import data_dir
+
+PartitionSelection = Sequence[str] | dg.PartitionKeyRange | None
+
+
+class IcebergLakeResource(dg.ConfigurableResource):
+    """Iceberg tables through pyiceberg, with a SQL (SQLite or PostgreSQL), Glue or REST catalog.
+
+    With nothing configured it is a SQLite catalog and a file warehouse in the local data folder, so a laptop needs
+    nothing running. Production sets ``catalog_type``, ``catalog_uri``, ``warehouse`` and ``catalog_properties``
+    (for example from ``dg.EnvVar``), all resolved when a run starts.
+    """
+
+    catalog_type: Literal["sql", "glue", "rest"] = Field(default="sql", description="pyiceberg catalog type")
+    catalog_name: str = Field(default="lake", description="catalog name, recorded in the catalog tables")
+    catalog_uri: str | None = Field(
+        default=None,
+        description="SQLAlchemy URI for sql (postgresql+psycopg2://...), endpoint for rest; default SQLite",
+    )
+    warehouse: str | None = Field(default=None, description="warehouse root, file:///... or s3://bucket/prefix")
+    data_dir: str | None = Field(default=None, description="local data folder for the default catalog and warehouse")
+    catalog_properties: dict[str, str] = Field(default_factory=dict, description="extra pyiceberg catalog properties")
+    commit_attempts: int = Field(default=10, description="commits retried on a refreshed table, beyond pyiceberg's")
+
+    _catalog: Catalog | None = PrivateAttr(default=None)
+
+    # -- catalog -------------------------------------------------------------------------------------------------
+
+    def warehouse_uri(self) -> str:
+        if self.warehouse:
+            return self.warehouse.rstrip("/")
+        return (data_dir(self.data_dir) / "warehouse").as_uri()
+
+    def catalog_config(self) -> dict[str, str]:
+        config: dict[str, str] = {"type": self.catalog_type, "warehouse": self.warehouse_uri()}
+        if self.catalog_type == "sql":
+            if self.catalog_uri:
+                config["uri"] = self.catalog_uri
+            else:
+                folder = data_dir(self.data_dir)
+                folder.mkdir(parents=True, exist_ok=True)
+                config["uri"] = f"sqlite:///{folder / 'catalog.db'}"
+            config.setdefault("init_catalog_tables", "true")
+        elif self.catalog_uri:
+            config["uri"] = self.catalog_uri
+        config.update(self.catalog_properties)
+        return config
+
+    def catalog(self) -> Catalog:
+        if self._catalog is None:
+            config = self.catalog_config()
+            if config["warehouse"].startswith("file://"):
+                # The default warehouse is a local folder that may not exist yet on a new machine.
+                Path(urlparse(config["warehouse"]).path).mkdir(parents=True, exist_ok=True)
+            self._catalog = load_catalog(self.catalog_name, **config)
+        return self._catalog
+
+    def table(self, table: LakeTable) -> Table:
+        """The Iceberg table for a declaration: created on first use, evolved if the declaration changed."""
+        return ensure_table(self.catalog(), table)
+
+    def load(self, table: LakeTable) -> Table:
+        """The table as it is in the catalog now, without creating or evolving it."""
+        return self.catalog().load_table(table.identifier)
+
+    # -- writes --------------------------------------------------------------------------------------------------
+
+    def staging_uri(self, table: LakeTable, run_id: str, write_id: str) -> str:
+        """Per-run staging folder: files of a run that died before its commit can be found and removed by run id."""
+        return f"{self.warehouse_uri()}/_staging/{run_id}/{table.identifier}/{write_id}"
+
+    def stage_spark(
+        self,
+        spark: SparkSession,
+        table: LakeTable,
+        df: DataFrame,
+        *,
+        partition_keys: Sequence[str] | None,
+        lineage: Lineage,
+    ) -> tuple[str, spark_io.StagedFiles]:
+        """First half of a Spark write: executors write Parquet into staging. The table is not touched."""
+        self.table(table)  # create or evolve before staging, so a bad declaration fails before any Spark work
+        write_id = uuid.uuid4().hex
+        staged = spark_io.stage(spark, df, table, self.staging_uri(table, lineage.run_id, write_id), partition_keys)
+        return write_id, staged
+
+    def commit_staged(
+        self,
+        table: LakeTable,
+        write_id: str,
+        staged: spark_io.StagedFiles,
+        *,
+        partition_keys: Sequence[str] | None,
+        lineage: Lineage,
+    ) -> WriteResult:
+        """Second half of a Spark write: one transaction replaces the partitions with the staged files."""
+        return commit_replace(
+            lambda: self.load(table),
+            table,
+            partition_keys=partition_keys,
+            lineage=lineage,
+            write_id=write_id,
+            data_files=staged.files,
+            attempts=self.commit_attempts,
+        )
+
+    def write_spark(
+        self,
+        spark: SparkSession,
+        table: LakeTable,
+        df: DataFrame,
+        *,
+        partition_keys: Sequence[str] | None,
+        lineage: Lineage,
+    ) -> WriteResult:
+        """Replace the given partitions (the whole table if unpartitioned) with the DataFrame's rows."""
+        write_id, staged = self.stage_spark(spark, table, df, partition_keys=partition_keys, lineage=lineage)
+        return self.commit_staged(table, write_id, staged, partition_keys=partition_keys, lineage=lineage)
+
+    def write_arrow(
+        self,
+        table: LakeTable,
+        data: pa.Table,
+        *,
+        partition_keys: Sequence[str] | None,
+        lineage: Lineage,
+    ) -> WriteResult:
+        """Replace partitions with an in-memory Arrow table: for small assets, same semantics as write_spark."""
+        iceberg_table = self.table(table)
+        conformed = conform_arrow(data, table, arrow_target=iceberg_table.schema().as_arrow())
+        if table.partition_column is not None:
+            present = {d.isoformat() for d in pc.unique(conformed[table.partition_column]).to_pylist() if d}
+            if conformed[table.partition_column].null_count:
+                present.add("<null>")
+            unexpected = sorted(present - set(partition_keys or ()))
+            if unexpected:
+                raise DataContractError(
+                    f"{table.identifier}: rows with {table.partition_column} in {unexpected[:10]} are outside the "
+                    f"partitions being written {sorted(partition_keys or ())[:10]}; nothing was committed"
+                )
+        return commit_replace(
+            lambda: self.load(table),
+            table,
+            partition_keys=partition_keys,
+            lineage=lineage,
+            write_id=uuid.uuid4().hex,
+            arrow_data=conformed,
+            attempts=self.commit_attempts,
+        )
+
+    # -- reads ---------------------------------------------------------------------------------------------------
+
+    def read_spark(
+        self,
+        spark: SparkSession,
+        table: LakeTable,
+        partitions: PartitionSelection = None,
+        *,
+        snapshot_id: int | None = None,
+    ) -> DataFrame:
+        """Partitions (a list of keys, a key range, or all) as a Spark DataFrame, optionally as of a snapshot."""
+        return spark_io.read(
+            spark,
+            self.load(table),
+            table,
+            partition_values=_partition_values(partitions),
+            snapshot_id=snapshot_id,
+        )
+
+    def read_arrow(
+        self, table: LakeTable, partitions: PartitionSelection = None, *, snapshot_id: int | None = None
+    ) -> pa.Table:
+        """Partitions (a list of keys, a key range, or all) as an Arrow table, optionally as of a snapshot."""
+        values = _partition_values(partitions)
+        row_filter = partition_filter(table, [v.isoformat() for v in values]) if values is not None else AlwaysTrue()
+        return self.load(table).scan(row_filter=row_filter, snapshot_id=snapshot_id).to_arrow()
+
+
+def _partition_values(partitions: PartitionSelection) -> list[date] | None:
+    if partitions is None:
+        return None
+    if isinstance(partitions, dg.PartitionKeyRange):
+        start, end = date.fromisoformat(partitions.start), date.fromisoformat(partitions.end)
+        return [date.fromordinal(o) for o in range(start.toordinal(), end.toordinal() + 1)]
+    return [date.fromisoformat(k) for k in partitions]
+
+
+def conform_arrow(data: pa.Table, table: LakeTable, arrow_target: pa.Schema | None = None) -> pa.Table:
+    """Select and cast an Arrow table to the declaration; a missing column or a failed cast names the column."""
+    missing = [n for n in table.schema.names if n not in data.column_names]
+    extra = sorted(set(data.column_names) - set(table.schema.names))
+    if missing or extra:
+        raise DataContractError(
+            f"{table.identifier}: Arrow table does not match the table declaration"
+            + (f"; missing columns {missing}" if missing else "")
+            + (f"; undeclared columns {extra}" if extra else "")
+        )
+    columns = []
+    for field in table.schema:
+        column = data[field.name]
+        try:
+            columns.append(column.cast(field.type))
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+            raise DataContractError(
+                f"{table.identifier}: column {field.name!r} of type {column.type} cannot be cast to {field.type}: {exc}"
+            ) from exc
+        if not field.nullable and column.null_count:
+            raise DataContractError(f"{table.identifier}: column {field.name!r} is required but has nulls")
+    conformed = pa.Table.from_arrays(columns, schema=table.schema)
+    if arrow_target is not None:
+        # The table may hold columns the declaration no longer names: write them as nulls.
+        for target_field in arrow_target:
+            if target_field.name not in conformed.column_names:
+                conformed = conformed.append_column(
+                    pa.field(target_field.name, target_field.type, True),
+                    pa.nulls(conformed.num_rows, target_field.type),
+                )
+    return conformed

@@ -1,0 +1,168 @@
+"""Spark side of the lake: executors write Parquet into a staging folder, pyiceberg commits those files.
+
+The driver never collects rows: it lists the staged files (a metadata call) and hands their paths to the commit,
+which reads only their footers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date
+
+import pyarrow as pa
+from pyiceberg.expressions import AlwaysTrue
+from pyiceberg.table import Table
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql.pandas.types import from_arrow_schema
+from pyspark.sql.types import StructType
+
+from batch_platform.lake.commit import partition_filter
+from batch_platform.lake.errors import DataContractError, UnsupportedScanError
+from batch_platform.lake.schema import arrow_schema_of
+from batch_platform.lake.tables import LakeTable
+
+# Spark writes each partition value into its own folder, named after this helper column; the real partition column
+# stays inside the files (partitionBy on the real column would drop it from them).
+_PART_DIR_COLUMN = "__lake_partition"
+_NULL_PARTITION = "__HIVE_DEFAULT_PARTITION__"
+
+
+def to_spark_uri(uri: str) -> str:
+    """Spark reaches S3 through the s3a connector; pyiceberg and the catalog name the same objects s3://."""
+    return "s3a://" + uri[len("s3://") :] if uri.startswith("s3://") else uri
+
+
+def from_spark_uri(uri: str) -> str:
+    if uri.startswith("s3a://"):
+        return "s3://" + uri[len("s3a://") :]
+    if uri.startswith("file:/") and not uri.startswith("file:///"):
+        return "file:///" + uri[len("file:/") :].lstrip("/")
+    return uri
+
+
+def spark_schema(schema: pa.Schema) -> StructType:
+    return from_arrow_schema(schema, prefer_timestamp_ntz=True)
+
+
+def conform(df: DataFrame, table: LakeTable) -> DataFrame:
+    """Select the declared columns in declared order, cast to the declared types; refuse missing or extra columns."""
+    declared = spark_schema(table.schema)
+    present = set(df.columns)
+    missing = [f.name for f in declared.fields if f.name not in present]
+    extra = sorted(present - {f.name for f in declared.fields})
+    if missing or extra:
+        raise DataContractError(
+            f"{table.identifier}: DataFrame does not match the table declaration"
+            + (f"; missing columns {missing}" if missing else "")
+            + (f"; undeclared columns {extra}" if extra else "")
+        )
+    return df.select([F.col(f.name).cast(f.dataType).alias(f.name) for f in declared.fields])
+
+
+@dataclass(frozen=True)
+class StagedFiles:
+    """Parquet files written for one write, not yet part of any table."""
+
+    staging_uri: str
+    files: tuple[str, ...]
+    partition_values: tuple[str, ...]
+
+
+def _list_parquet_files(spark: SparkSession, uri: str) -> list[str]:
+    """List files through Spark's own Hadoop file system, so local, s3a and others list the same way."""
+    jvm = spark.sparkContext._jvm
+    assert jvm is not None
+    path = jvm.org.apache.hadoop.fs.Path(uri)
+    fs = path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+    if not fs.exists(path):
+        return []
+    found = []
+    it = fs.listFiles(path, True)
+    while it.hasNext():
+        name = it.next().getPath().toString()
+        if name.endswith(".parquet"):
+            found.append(name)
+    return sorted(found)
+
+
+def stage(
+    spark: SparkSession,
+    df: DataFrame,
+    table: LakeTable,
+    staging_uri: str,
+    partition_keys: Sequence[str] | None,
+) -> StagedFiles:
+    """Write the DataFrame as Parquet files holding one partition value each, and check those values.
+
+    Rows whose partition value is not one of the partitions being written are refused: committing them would
+    add rows to a partition without replacing it, and so duplicate them.
+    """
+    conformed = conform(df, table)
+    target = to_spark_uri(staging_uri)
+    if table.partition_column is None:
+        conformed.write.mode("errorifexists").parquet(target)
+        return StagedFiles(staging_uri, tuple(from_spark_uri(f) for f in _list_parquet_files(spark, target)), ())
+    keyed = conformed.withColumn(_PART_DIR_COLUMN, F.date_format(F.col(table.partition_column), "yyyy-MM-dd"))
+    if partition_keys is not None and len(partition_keys) > 1:
+        # Many days in one write: gather each day into one task, so a day is a file rather than a file per task.
+        keyed = keyed.repartition(max(len(partition_keys), spark.sparkContext.defaultParallelism), _PART_DIR_COLUMN)
+    keyed.write.mode("errorifexists").partitionBy(_PART_DIR_COLUMN).parquet(target)
+    files = _list_parquet_files(spark, target)
+    values = sorted({f.split(f"{_PART_DIR_COLUMN}=")[1].split("/")[0] for f in files})
+    expected = set(partition_keys or ())
+    unexpected = [v for v in values if v not in expected]
+    if unexpected:
+        shown = ["<null>" if v == _NULL_PARTITION else v for v in unexpected]
+        raise DataContractError(
+            f"{table.identifier}: the DataFrame has rows with {table.partition_column} in {shown[:10]}, outside the "
+            f"partitions being written {sorted(expected)[:10]}; nothing was committed"
+        )
+    return StagedFiles(staging_uri, tuple(from_spark_uri(f) for f in files), tuple(values))
+
+
+def read(
+    spark: SparkSession,
+    iceberg_table: Table,
+    table: LakeTable,
+    *,
+    partition_values: Sequence[date] | None,
+    snapshot_id: int | None,
+) -> DataFrame:
+    """Read partitions (all if None) of a table, optionally as of a snapshot, into a Spark DataFrame.
+
+    pyiceberg plans the scan (partition pruning, snapshot selection); Spark reads the planned files. Spark does not
+    see the Iceberg filter, so the partition filter is applied again on the rows.
+    """
+    keys = [v.isoformat() for v in partition_values] if partition_values is not None else None
+    row_filter = partition_filter(table, keys) if keys is not None else AlwaysTrue()
+    scan = iceberg_table.scan(row_filter=row_filter, snapshot_id=snapshot_id)
+    tasks = list(scan.plan_files())
+    with_deletes = [t.file.file_path for t in tasks if t.delete_files]
+    if with_deletes:
+        raise UnsupportedScanError(
+            f"{table.identifier}: {len(with_deletes)} data files have row-level delete files (first: "
+            f"{with_deletes[0]}); the Spark read path reads plain data files only. Read it with read_arrow, or "
+            "rewrite the partition."
+        )
+    schema = arrow_schema_of(iceberg_table) if snapshot_id is None else _schema_at(iceberg_table, snapshot_id)
+    struct = spark_schema(schema)
+    if not tasks:
+        return spark.createDataFrame([], struct)
+    paths = [to_spark_uri(t.file.file_path) for t in tasks]
+    # Staged files sit in "name=value" folders; without a basePath of their own Spark would not add that folder
+    # as a column, and selecting the declared columns drops it if it did.
+    df = spark.read.schema(struct).parquet(*paths).select([F.col(f.name) for f in struct.fields])
+    if keys is not None and table.partition_column is not None:
+        df = df.where(F.col(table.partition_column).isin(list(partition_values or ())))
+    return df
+
+
+def _schema_at(iceberg_table: Table, snapshot_id: int) -> pa.Schema:
+    snapshot = iceberg_table.snapshot_by_id(snapshot_id)
+    if snapshot is None:
+        raise ValueError(f"snapshot {snapshot_id} does not exist in {iceberg_table.name()}")
+    schema_id = snapshot.schema_id if snapshot.schema_id is not None else iceberg_table.schema().schema_id
+    arrow = iceberg_table.schemas()[schema_id].as_arrow()
+    return pa.schema([pa.field(f.name, f.type, f.nullable) for f in arrow])

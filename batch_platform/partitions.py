@@ -1,0 +1,21 @@
+"""Partitioning conventions: daily partitions keyed by ISO date, in the business time zone."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+BUSINESS_TIMEZONE = "UTC"
+
+
+def daily_partitions(
+    start_date: str, *, timezone: str = BUSINESS_TIMEZONE, end_offset: int = 0
+) -> dg.DailyPartitionsDefinition:
+    """Daily partitions with ISO date keys (the lake's partition values); end_offset=1 includes today."""
+    return dg.DailyPartitionsDefinition(start_date=start_date, timezone=timezone, end_offset=end_offset, fmt="%Y-%m-%d")
+
+
+def partition_keys(context: dg.AssetExecutionContext) -> list[str]:
+    """The partition keys of this step: one for a single partition run, many for a range (backfill) run."""
+    if context.has_partition_key_range or context.has_partition_key:
+        return list(context.partition_keys)
+    return []
