@@ -6,13 +6,13 @@ import uuid
 from collections.abc import Sequence
 from datetime import date
 from pathlib import Path
-from typing import Literal
+from typing import Any
 from urllib.parse import urlparse
 
 import dagster as dg
 import pyarrow as pa
 import pyarrow.compute as pc
-from pydantic import Field, PrivateAttr
+from pydantic import Field, PrivateAttr, field_validator
 from pyiceberg.catalog import Catalog, load_catalog
 from pyiceberg.expressions import AlwaysTrue
 from pyiceberg.table import Table
@@ -27,16 +27,20 @@ from batch_platform.settings import data_dir
 
 PartitionSelection = Sequence[str] | dg.PartitionKeyRange | None
 
+CATALOG_TYPES = ("sql", "glue", "rest")
+
 
 class IcebergLakeResource(dg.ConfigurableResource):
     """Iceberg tables through pyiceberg, with a SQL (SQLite or PostgreSQL), Glue or REST catalog.
 
     With nothing configured it is a SQLite catalog and a file warehouse in the local data folder, so a laptop needs
-    nothing running. Production sets ``catalog_type``, ``catalog_uri``, ``warehouse`` and ``catalog_properties``
-    (for example from ``dg.EnvVar``), all resolved when a run starts.
+    nothing running. Production sets ``catalog_type``, ``catalog_uri``, ``warehouse``, ``region`` and the endpoint
+    overrides from ``dg.EnvVar`` (see ``resources.prod_resources``), all resolved when a run starts. Every string
+    field is a plain ``str`` so that it can be an EnvVar; an empty value means "not set". AWS credentials are never
+    configured here: pyiceberg's Glue client and S3 file IO use the default AWS credential chain.
     """
 
-    catalog_type: Literal["sql", "glue", "rest"] = Field(default="sql", description="pyiceberg catalog type")
+    catalog_type: str = Field(default="sql", description="pyiceberg catalog type: sql, glue or rest")
     catalog_name: str = Field(default="lake", description="catalog name, recorded in the catalog tables")
     catalog_uri: str | None = Field(
         default=None,
@@ -46,8 +50,24 @@ class IcebergLakeResource(dg.ConfigurableResource):
     data_dir: str | None = Field(default=None, description="local data folder for the default catalog and warehouse")
     catalog_properties: dict[str, str] = Field(default_factory=dict, description="extra pyiceberg catalog properties")
     commit_attempts: int = Field(default=10, description="commits retried on a refreshed table, beyond pyiceberg's")
+    region: str | None = Field(
+        default=None,
+        description="AWS region of the Glue catalog and the S3 warehouse (pyiceberg client.region); empty: not set",
+    )
+    s3_endpoint: str | None = Field(
+        default=None, description="S3 endpoint override (S3-compatible stores, tests); empty on AWS"
+    )
+    glue_endpoint: str | None = Field(default=None, description="Glue endpoint override (tests); empty on AWS")
 
     _catalog: Catalog | None = PrivateAttr(default=None)
+
+    @field_validator("catalog_type", mode="before")
+    @classmethod
+    def _known_catalog_type(cls, value: Any) -> Any:
+        # An EnvVar is checked when the run resolves it: Dagster builds the resource again with the value.
+        if not isinstance(value, dg.EnvVar) and value not in CATALOG_TYPES:
+            raise ValueError(f"catalog_type {value!r} is not one of {', '.join(CATALOG_TYPES)}")
+        return value
 
     # -- catalog -------------------------------------------------------------------------------------------------
 
@@ -68,6 +88,14 @@ class IcebergLakeResource(dg.ConfigurableResource):
             config.setdefault("init_catalog_tables", "true")
         elif self.catalog_uri:
             config["uri"] = self.catalog_uri
+        # client.region serves both the Glue client and the S3 file IO. Without a region pyiceberg asks S3 where the
+        # bucket is, which needs real AWS.
+        if self.region:
+            config["client.region"] = self.region
+        if self.s3_endpoint:
+            config["s3.endpoint"] = self.s3_endpoint
+        if self.glue_endpoint:
+            config["glue.endpoint"] = self.glue_endpoint
         config.update(self.catalog_properties)
         return config
 
@@ -119,6 +147,8 @@ class IcebergLakeResource(dg.ConfigurableResource):
         lineage: Lineage,
     ) -> WriteResult:
         """Second half of a Spark write: one transaction replaces the partitions with the staged files."""
+        iceberg_table = self.load(table)
+        spark_io.check_not_null(iceberg_table.io, table, staged.files)
         return commit_replace(
             lambda: self.load(table),
             table,
@@ -231,7 +261,7 @@ def conform_arrow(data: pa.Table, table: LakeTable, arrow_target: pa.Schema | No
             ) from exc
         if not field.nullable and column.null_count:
             raise DataContractError(f"{table.identifier}: column {field.name!r} is required but has nulls")
-    conformed = pa.Table.from_arrays(columns, schema=table.schema)
+    conformed = pa.Table.from_arrays(columns, schema=pa.schema([f.with_nullable(True) for f in table.schema]))
     if arrow_target is not None:
         # The table may hold columns the declaration no longer names: write them as nulls.
         for target_field in arrow_target:

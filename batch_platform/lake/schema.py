@@ -25,8 +25,18 @@ from batch_platform.lake.tables import LakeTable
 
 
 def iceberg_schema(table: LakeTable) -> Schema:
-    """The declared Arrow schema as an Iceberg schema with fresh field ids."""
-    return assign_fresh_schema_ids(_pyarrow_to_schema_without_ids(table.schema))
+    """The declared Arrow schema as an Iceberg schema with fresh field ids, every column optional.
+
+    Spark writes every Parquet column as optional and pyiceberg's add_files refuses optional files for required
+    columns, so NOT NULL is a contract the lake checks before each commit (see ``not_null_columns``), not an
+    Iceberg ``required`` flag.
+    """
+    optional = pa.schema([pa.field(f.name, f.type, True, f.metadata) for f in table.schema])
+    return assign_fresh_schema_ids(_pyarrow_to_schema_without_ids(optional))
+
+
+def not_null_columns(table: LakeTable) -> list[str]:
+    return [f.name for f in table.schema if not f.nullable]
 
 
 def partition_spec(table: LakeTable, schema: Schema) -> PartitionSpec:
@@ -73,14 +83,15 @@ def evolve(iceberg_table: Table, table: LakeTable) -> Table:
     for field in declared.fields:
         existing = current_fields.get(field.name)
         if existing is None:
-            if field.required:
-                problems.append(f"new column {field.name!r} ({field.field_type}) must be nullable to be added")
+            if field.name in not_null_columns(table):
+                problems.append(
+                    f"new column {field.name!r} ({field.field_type}) must be nullable to be added: existing rows have "
+                    "no value for it"
+                )
             else:
                 additions.append(field)
             continue
         if existing.field_type == field.field_type:
-            if field.required and not existing.required:
-                problems.append(f"column {field.name!r} is nullable in the table but declared required")
             continue
         if _is_safe_promotion(existing.field_type, field.field_type):
             promotions.append((field.name, field.field_type))

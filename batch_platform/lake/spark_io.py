@@ -11,7 +11,9 @@ from dataclasses import dataclass
 from datetime import date
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 from pyiceberg.expressions import AlwaysTrue
+from pyiceberg.io import FileIO
 from pyiceberg.table import Table
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -20,7 +22,7 @@ from pyspark.sql.types import StructType
 
 from batch_platform.lake.commit import partition_filter
 from batch_platform.lake.errors import DataContractError, UnsupportedScanError
-from batch_platform.lake.schema import arrow_schema_of
+from batch_platform.lake.schema import arrow_schema_of, not_null_columns
 from batch_platform.lake.tables import LakeTable
 
 # Spark writes each partition value into its own folder, named after this helper column; the real partition column
@@ -120,6 +122,30 @@ def stage(
             f"partitions being written {sorted(expected)[:10]}; nothing was committed"
         )
     return StagedFiles(staging_uri, tuple(from_spark_uri(f) for f in files), tuple(values))
+
+
+def check_not_null(io: FileIO, table: LakeTable, files: Sequence[str]) -> None:
+    """Refuse staged files with nulls in NOT NULL columns, from the Parquet footers' statistics (no data read)."""
+    required = not_null_columns(table)
+    if not required:
+        return
+    nulls: dict[str, int] = {}
+    for path in files:
+        with io.new_input(path).open() as stream:
+            metadata = pq.ParquetFile(stream).metadata
+        names = metadata.schema.names
+        for group in range(metadata.num_row_groups):
+            row_group = metadata.row_group(group)
+            for column in required:
+                stats = row_group.column(names.index(column)).statistics
+                if stats is None or not stats.has_null_count:
+                    raise DataContractError(f"{table.identifier}: {path} has no null statistics for {column!r}")
+                nulls[column] = nulls.get(column, 0) + stats.null_count
+    offending = {c: n for c, n in nulls.items() if n}
+    if offending:
+        raise DataContractError(
+            f"{table.identifier}: NOT NULL columns have nulls {offending} (column: null rows); nothing was committed"
+        )
 
 
 def read(

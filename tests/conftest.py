@@ -1,0 +1,39 @@
+"""Shared fixtures: one local Spark session for the whole test process, a throwaway lake per test."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from pyspark.sql import SparkSession
+
+from batch_platform.lake import IcebergLakeResource
+from batch_platform.spark import SparkResource
+
+# Small settings for CI's 2 cores: fewer shuffle tasks, no UI port.
+TEST_SPARK_CONFIG = {
+    "spark.master": "local[2]",
+    "spark.app.name": "batch_platform_tests",
+    "spark.ui.enabled": "false",
+    "spark.sql.shuffle.partitions": "4",
+    "spark.driver.memory": "1g",
+}
+
+
+@pytest.fixture(scope="session")
+def spark_resource() -> SparkResource:
+    return SparkResource(spark_config=dict(TEST_SPARK_CONFIG))
+
+
+@pytest.fixture(scope="session")
+def spark(spark_resource: SparkResource) -> Iterator[SparkSession]:
+    session = spark_resource.session
+    session.sparkContext.setLogLevel("ERROR")
+    yield session
+    session.stop()
+
+
+@pytest.fixture
+def lake(tmp_path: Path) -> IcebergLakeResource:
+    return IcebergLakeResource(data_dir=str(tmp_path / "lake"))
