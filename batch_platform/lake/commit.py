@@ -15,7 +15,9 @@ import dagster as dg
 import pyarrow as pa
 from pyiceberg.exceptions import CommitFailedException, CommitStateUnknownException, ValidationException
 from pyiceberg.expressions import AlwaysTrue, BooleanExpression, EqualTo, In
+from pyiceberg.manifest import DataFile
 from pyiceberg.table import Table
+from pyiceberg.table.refs import MAIN_BRANCH
 from pyiceberg.table.snapshots import Snapshot
 
 from batch_platform.lake.errors import PartitionWriteConflict
@@ -110,6 +112,8 @@ def commit_replace(
     write_id: str,
     data_files: Sequence[str] = (),
     arrow_data: pa.Table | None = None,
+    existing_files: Sequence[DataFile] = (),
+    branch: str = MAIN_BRANCH,
     attempts: int = 10,
 ) -> WriteResult:
     """Replace the given partitions with the new data in one catalog commit.
@@ -118,6 +122,9 @@ def commit_replace(
     both. A commit that loses a race with another writer is retried by pyiceberg (table properties), and again here
     on a freshly loaded table. A race on the same partitions is a conflict, reported and never retried: the
     other writer's data must not be silently replaced.
+
+    The new data is staged Parquet paths (``data_files``, Spark), rows (``arrow_data``), or data files already in
+    the table on another branch (``existing_files``, publishing an audited write).
     """
     delete_filter = partition_filter(table, partition_keys)
     summary = lineage.summary(write_id)
@@ -129,12 +136,18 @@ def commit_replace(
             with iceberg_table.transaction() as tx, warnings.catch_warnings():
                 # Replacing a partition that does not exist yet is normal; pyiceberg warns about it.
                 warnings.filterwarnings("ignore", message="Delete operation did not match any records")
-                tx.delete(delete_filter=delete_filter, snapshot_properties=summary)
+                tx.delete(delete_filter=delete_filter, snapshot_properties=summary, branch=branch)
                 if data_files:
                     # Staged file names are unique per write, so the full-table duplicate check is wasted work.
-                    tx.add_files(list(data_files), snapshot_properties=summary, check_duplicate_files=False)
+                    tx.add_files(
+                        list(data_files), snapshot_properties=summary, check_duplicate_files=False, branch=branch
+                    )
                 if arrow_data is not None and arrow_data.num_rows:
-                    tx.append(arrow_data, snapshot_properties=summary)
+                    tx.append(arrow_data, snapshot_properties=summary, branch=branch)
+                if existing_files:
+                    with tx.update_snapshot(snapshot_properties=summary, branch=branch).fast_append() as append:
+                        for data_file in existing_files:
+                            append.append_data_file(data_file)
             break
         except ValidationException as exc:
             raise PartitionWriteConflict(
@@ -143,7 +156,9 @@ def commit_replace(
                 f"run has finished. ({exc})"
             ) from exc
         except (CommitFailedException, CommitStateUnknownException) as exc:
-            if attempt == attempts:
+            lost_a_race = load_table().metadata_location != iceberg_table.metadata_location
+            if attempt == attempts or not (lost_a_race or isinstance(exc, CommitStateUnknownException)):
+                # A requirement that fails on an unchanged table is not a race: retrying cannot help.
                 raise
             delay = min(5.0, 0.1 * 2**attempt) * random.uniform(0.5, 1.0)
             log.warning("%s: commit attempt %d failed (%s); retrying in %.2fs", table.identifier, attempt, exc, delay)

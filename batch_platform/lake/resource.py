@@ -15,7 +15,9 @@ import pyarrow.compute as pc
 from pydantic import Field, PrivateAttr, field_validator
 from pyiceberg.catalog import Catalog, load_catalog
 from pyiceberg.expressions import AlwaysTrue
+from pyiceberg.manifest import DataFile
 from pyiceberg.table import Table
+from pyiceberg.table.refs import MAIN_BRANCH
 from pyspark.sql import DataFrame, SparkSession
 
 from batch_platform.lake import spark_io
@@ -145,6 +147,7 @@ class IcebergLakeResource(dg.ConfigurableResource):
         *,
         partition_keys: Sequence[str] | None,
         lineage: Lineage,
+        branch: str = MAIN_BRANCH,
     ) -> WriteResult:
         """Second half of a Spark write: one transaction replaces the partitions with the staged files."""
         iceberg_table = self.load(table)
@@ -156,6 +159,7 @@ class IcebergLakeResource(dg.ConfigurableResource):
             lineage=lineage,
             write_id=write_id,
             data_files=staged.files,
+            branch=branch,
             attempts=self.commit_attempts,
         )
 
@@ -167,10 +171,13 @@ class IcebergLakeResource(dg.ConfigurableResource):
         *,
         partition_keys: Sequence[str] | None,
         lineage: Lineage,
+        branch: str = MAIN_BRANCH,
     ) -> WriteResult:
         """Replace the given partitions (the whole table if unpartitioned) with the DataFrame's rows."""
         write_id, staged = self.stage_spark(spark, table, df, partition_keys=partition_keys, lineage=lineage)
-        return self.commit_staged(table, write_id, staged, partition_keys=partition_keys, lineage=lineage)
+        return self.commit_staged(
+            table, write_id, staged, partition_keys=partition_keys, lineage=lineage, branch=branch
+        )
 
     def write_arrow(
         self,
@@ -179,6 +186,7 @@ class IcebergLakeResource(dg.ConfigurableResource):
         *,
         partition_keys: Sequence[str] | None,
         lineage: Lineage,
+        branch: str = MAIN_BRANCH,
     ) -> WriteResult:
         """Replace partitions with an in-memory Arrow table: for small assets, same semantics as write_spark."""
         iceberg_table = self.table(table)
@@ -200,8 +208,55 @@ class IcebergLakeResource(dg.ConfigurableResource):
             lineage=lineage,
             write_id=uuid.uuid4().hex,
             arrow_data=conformed,
+            branch=branch,
             attempts=self.commit_attempts,
         )
+
+    # -- write-audit-publish -------------------------------------------------------------------------------------
+
+    def create_audit_branch(self, table: LakeTable, lineage: Lineage) -> str:
+        """A branch from main's head for one audited write; writes go there until the audit passes."""
+        iceberg_table = self.table(table)
+        branch = f"audit-{lineage.run_id}-{uuid.uuid4().hex[:8]}"
+        head = iceberg_table.current_snapshot()
+        if head is None:
+            # Iceberg allows branches only on a table with a snapshot: give a new table an empty one.
+            with iceberg_table.transaction() as tx:
+                tx.update_snapshot(snapshot_properties=lineage.summary("create")).fast_append().commit()
+            iceberg_table = self.load(table)
+            head = iceberg_table.current_snapshot()
+            assert head is not None
+        iceberg_table.manage_snapshots().create_branch(snapshot_id=head.snapshot_id, branch_name=branch).commit()
+        return branch
+
+    def publish(
+        self, table: LakeTable, branch: str, *, partition_keys: Sequence[str] | None, lineage: Lineage
+    ) -> WriteResult:
+        """Make the audited partitions of a branch the partitions of main, and drop the branch.
+
+        The branch's data files for those partitions are re-applied to main in one transaction (delete the
+        partitions, append the same files). pyiceberg 0.12's set_current_snapshot would instead move main to the
+        branch head and silently drop whatever reached main after the branch was made.
+        """
+        iceberg_table = self.load(table)
+        head = iceberg_table.snapshot_by_name(branch)
+        files: list[DataFile] = []
+        if head is not None:
+            scan = iceberg_table.scan(row_filter=partition_filter(table, partition_keys), snapshot_id=head.snapshot_id)
+            files = [task.file for task in scan.plan_files()]
+        result = commit_replace(
+            lambda: self.load(table),
+            table,
+            partition_keys=partition_keys,
+            lineage=lineage,
+            write_id=uuid.uuid4().hex,
+            existing_files=files,
+            attempts=self.commit_attempts,
+        )
+        published = self.load(table)
+        if published.snapshot_by_name(branch) is not None:
+            published.manage_snapshots().remove_branch(branch).commit()
+        return result
 
     # -- reads ---------------------------------------------------------------------------------------------------
 
@@ -212,23 +267,43 @@ class IcebergLakeResource(dg.ConfigurableResource):
         partitions: PartitionSelection = None,
         *,
         snapshot_id: int | None = None,
+        ref: str | None = None,
     ) -> DataFrame:
-        """Partitions (a list of keys, a key range, or all) as a Spark DataFrame, optionally as of a snapshot."""
+        """Partitions (keys, a key range, or all) as a Spark DataFrame, as of a snapshot or branch if given."""
+        iceberg_table = self.load(table)
         return spark_io.read(
             spark,
-            self.load(table),
+            iceberg_table,
             table,
             partition_values=_partition_values(partitions),
-            snapshot_id=snapshot_id,
+            snapshot_id=_resolve_snapshot(iceberg_table, snapshot_id, ref),
         )
 
     def read_arrow(
-        self, table: LakeTable, partitions: PartitionSelection = None, *, snapshot_id: int | None = None
+        self,
+        table: LakeTable,
+        partitions: PartitionSelection = None,
+        *,
+        snapshot_id: int | None = None,
+        ref: str | None = None,
     ) -> pa.Table:
-        """Partitions (a list of keys, a key range, or all) as an Arrow table, optionally as of a snapshot."""
+        """Partitions (keys, a key range, or all) as an Arrow table, as of a snapshot or branch if given."""
         values = _partition_values(partitions)
         row_filter = partition_filter(table, [v.isoformat() for v in values]) if values is not None else AlwaysTrue()
-        return self.load(table).scan(row_filter=row_filter, snapshot_id=snapshot_id).to_arrow()
+        iceberg_table = self.load(table)
+        snapshot = _resolve_snapshot(iceberg_table, snapshot_id, ref)
+        return iceberg_table.scan(row_filter=row_filter, snapshot_id=snapshot).to_arrow()
+
+
+def _resolve_snapshot(iceberg_table: Table, snapshot_id: int | None, ref: str | None) -> int | None:
+    if ref is None:
+        return snapshot_id
+    if snapshot_id is not None:
+        raise ValueError("name a snapshot id or a ref, not both")
+    snapshot = iceberg_table.snapshot_by_name(ref)
+    if snapshot is None:
+        raise ValueError(f"{iceberg_table.name()} has no branch or tag {ref!r}")
+    return snapshot.snapshot_id
 
 
 def _partition_values(partitions: PartitionSelection) -> list[date] | None:

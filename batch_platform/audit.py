@@ -1,0 +1,141 @@
+"""Write-audit-publish for lake assets: write to a branch, audit the branch, publish to main only if it passes.
+
+Audits are Dagster asset checks of the asset that writes the table, evaluated inside the asset's step against the
+audit branch. A failed blocking audit fails the step: main is untouched, downstream assets do not run, and the
+branch stays for an operator to inspect (its name is in the check's metadata).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import dagster as dg
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+
+from batch_platform.lake import IcebergLakeResource, LakeTable, Lineage
+from batch_platform.partitions import partition_keys as keys_of
+from batch_platform.spark import SparkResource
+
+SAMPLE_ROWS = 10
+
+
+@dataclass(frozen=True)
+class AuditOutcome:
+    """Result of one audit: failing row count and a sample of the failing rows' values."""
+
+    failing_rows: int
+    sample: list[dict[str, Any]] = field(default_factory=list)
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def passed(self) -> bool:
+        return self.failing_rows == 0
+
+    @classmethod
+    def from_failures(cls, failures: DataFrame, **metadata: Any) -> AuditOutcome:
+        """Count the failing rows of a DataFrame and keep a few of them for the operator."""
+        failures = failures.cache()
+        try:
+            count = failures.count()
+            sample = [row.asDict() for row in failures.limit(SAMPLE_ROWS).collect()] if count else []
+        finally:
+            failures.unpersist()
+        return cls(failing_rows=count, sample=[{k: _plain(v) for k, v in r.items()} for r in sample], metadata=metadata)
+
+
+def _plain(value: Any) -> Any:
+    return value if isinstance(value, (int, float, str, bool)) or value is None else str(value)
+
+
+@dataclass(frozen=True)
+class Audit:
+    """A named rule over the rows a write put on the audit branch."""
+
+    name: str
+    description: str
+    evaluate: Callable[[DataFrame], AuditOutcome]
+    blocking: bool = True
+
+
+def unique(*columns: str, blocking: bool = True) -> Audit:
+    def evaluate(df: DataFrame) -> AuditOutcome:
+        dupes = df.groupBy(*columns).count().where(F.col("count") > 1).withColumnRenamed("count", "occurrences")
+        return AuditOutcome.from_failures(dupes)
+
+    return Audit(f"unique_{'_'.join(columns)}", f"{', '.join(columns)} identify a row", evaluate, blocking)
+
+
+def not_null(*columns: str, blocking: bool = True) -> Audit:
+    def evaluate(df: DataFrame) -> AuditOutcome:
+        condition = F.lit(False)
+        for column in columns:
+            condition = condition | F.col(column).isNull()
+        return AuditOutcome.from_failures(df.where(condition))
+
+    return Audit(f"not_null_{'_'.join(columns)}", f"{', '.join(columns)} are never null", evaluate, blocking)
+
+
+def rows_satisfy(name: str, description: str, condition: Callable[[], Column], *, blocking: bool = True) -> Audit:
+    """Every row satisfies a Spark column expression (nulls count as failures)."""
+
+    def evaluate(df: DataFrame) -> AuditOutcome:
+        return AuditOutcome.from_failures(df.where(~F.coalesce(condition(), F.lit(False))))
+
+    return Audit(name, description, evaluate, blocking)
+
+
+def audit_check_specs(table: LakeTable, audits: Sequence[Audit]) -> list[dg.AssetCheckSpec]:
+    """The asset check specs to pass as ``check_specs`` to the asset that writes ``table``."""
+    return [
+        dg.AssetCheckSpec(name=a.name, asset=table.asset_key, description=a.description, blocking=a.blocking)
+        for a in audits
+    ]
+
+
+def write_audit_publish(
+    context: dg.AssetExecutionContext,
+    lake: IcebergLakeResource,
+    spark: SparkResource,
+    table: LakeTable,
+    df: DataFrame,
+    audits: Sequence[Audit],
+) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
+    """Write ``df`` to an audit branch, run the audits on it, and publish to main if every blocking one passes."""
+    keys = keys_of(context) or None
+    lineage = Lineage.from_context(context)
+    branch = lake.create_audit_branch(table, lineage)
+    written = lake.write_spark(spark.session, table, df, partition_keys=keys, lineage=lineage, branch=branch)
+    on_branch = lake.read_spark(spark.session, table, keys, ref=branch).cache()
+    blocking_failures = []
+    try:
+        for audit in audits:
+            outcome = audit.evaluate(on_branch)
+            if not outcome.passed and audit.blocking:
+                blocking_failures.append(f"{audit.name} ({outcome.failing_rows} rows)")
+            yield dg.AssetCheckResult(
+                asset_key=table.asset_key,
+                check_name=audit.name,
+                passed=outcome.passed,
+                severity=dg.AssetCheckSeverity.ERROR if audit.blocking else dg.AssetCheckSeverity.WARN,
+                metadata={
+                    "failing_rows": outcome.failing_rows,
+                    "failing_sample": dg.MetadataValue.json(outcome.sample),
+                    "audit_branch": branch,
+                    **outcome.metadata,
+                },
+            )
+    finally:
+        on_branch.unpersist()
+    if blocking_failures:
+        raise dg.Failure(
+            description=(
+                f"{table.identifier}: audit failed: {', '.join(blocking_failures)}. Main was not changed; the "
+                f"written data is on branch {branch!r} for inspection."
+            ),
+            metadata={"audit_branch": branch, "branch_snapshot_id": written.snapshot_id},
+        )
+    published = lake.publish(table, branch, partition_keys=keys, lineage=lineage)
+    yield published.materialize_result(**{"iceberg/audit_branch": branch, "iceberg/audited_rows": written.rows})

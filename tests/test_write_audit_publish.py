@@ -1,0 +1,126 @@
+"""Write-audit-publish: audited data reaches main only when its blocking audits pass."""
+
+from datetime import date
+from decimal import Decimal
+
+import dagster as dg
+import pyarrow as pa
+import pytest
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+
+from batch_platform.audit import audit_check_specs, rows_satisfy, unique, write_audit_publish
+from batch_platform.lake import IcebergLakeResource, LakeTable, Lineage
+from batch_platform.partitions import daily_partitions
+from batch_platform.spark import SparkResource
+
+PAYMENTS = LakeTable(
+    namespace="test",
+    name="payments",
+    partition_column="payment_date",
+    schema=pa.schema(
+        [
+            pa.field("payment_date", pa.date32(), nullable=False),
+            pa.field("payment_id", pa.string(), nullable=False),
+            pa.field("amount", pa.decimal128(18, 2), nullable=False),
+        ]
+    ),
+)
+AUDITS = [
+    unique("payment_id"),
+    rows_satisfy("amount_positive", "payments are positive", lambda: F.col("amount") > 0),
+]
+PARTITIONS = daily_partitions("2024-01-01")
+
+
+class PaymentsConfig(dg.Config):
+    duplicate: bool = False
+
+
+def _payments(day: str, n: int, duplicate: bool = False) -> list[tuple[date, str, str]]:
+    rows = [(date.fromisoformat(day), f"P{i}", f"{10 + i}.50") for i in range(n)]
+    return rows + rows[:2] if duplicate else rows
+
+
+@dg.asset(key=PAYMENTS.asset_key, partitions_def=PARTITIONS, check_specs=audit_check_specs(PAYMENTS, AUDITS))
+def payments(
+    context: dg.AssetExecutionContext, config: PaymentsConfig, lake: IcebergLakeResource, spark: SparkResource
+):  # type: ignore[no-untyped-def]
+    rows = _payments(context.partition_key, 20, config.duplicate)
+    df = spark.session.createDataFrame(rows, "payment_date date, payment_id string, amount string")
+    yield from write_audit_publish(context, lake, spark, PAYMENTS, df, AUDITS)
+
+
+@dg.asset(deps=[payments], partitions_def=PARTITIONS)
+def downstream_of_payments() -> None:
+    return None
+
+
+def _run(lake: IcebergLakeResource, spark_resource: SparkResource, duplicate: bool) -> dg.ExecuteInProcessResult:
+    return dg.materialize(
+        [payments, downstream_of_payments],
+        partition_key="2024-01-05",
+        resources={"lake": lake, "spark": spark_resource},
+        run_config={"ops": {"test__payments": {"config": {"duplicate": duplicate}}}},
+        raise_on_error=False,
+    )
+
+
+def test_audited_partition_is_published_to_main_and_its_branch_dropped(
+    lake: IcebergLakeResource, spark_resource: SparkResource, spark: SparkSession
+) -> None:
+    result = _run(lake, spark_resource, duplicate=False)
+    assert result.success
+    assert lake.read_arrow(PAYMENTS, ["2024-01-05"]).num_rows == 20
+    checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+    assert checks == {"unique_payment_id": True, "amount_positive": True}
+    table = lake.load(PAYMENTS)
+    assert [name for name in table.metadata.refs if name != "main"] == []
+    mat = result.asset_materializations_for_node("test__payments")[0]
+    assert mat.metadata["iceberg/snapshot_id"].value == table.current_snapshot().snapshot_id  # type: ignore[union-attr]
+
+
+def test_failed_blocking_audit_leaves_main_untouched_keeps_the_branch_and_stops_downstream(
+    lake: IcebergLakeResource, spark_resource: SparkResource, spark: SparkSession
+) -> None:
+    assert _run(lake, spark_resource, duplicate=False).success
+    main_before = lake.load(PAYMENTS).current_snapshot()
+
+    result = _run(lake, spark_resource, duplicate=True)
+
+    assert not result.success
+    assert lake.load(PAYMENTS).current_snapshot() == main_before
+    assert lake.read_arrow(PAYMENTS, ["2024-01-05"]).num_rows == 20
+    evaluation = next(e for e in result.get_asset_check_evaluations() if e.check_name == "unique_payment_id")
+    assert not evaluation.passed
+    assert evaluation.metadata["failing_rows"].value == 2
+    sample = evaluation.metadata["failing_sample"].value
+    assert sorted(r["payment_id"] for r in sample) == ["P0", "P1"]  # type: ignore[union-attr]
+    branch = str(evaluation.metadata["audit_branch"].value)
+    assert lake.read_arrow(PAYMENTS, ["2024-01-05"], ref=branch).num_rows == 22
+    statuses = {s.step_key: s.status for s in result.get_step_stats()} if hasattr(result, "get_step_stats") else {}
+    downstream_ran = any(e.step_key == "downstream_of_payments" and e.is_step_success for e in result.all_events)
+    assert not downstream_ran, statuses
+
+
+def test_publish_keeps_commits_that_reached_main_after_the_branch_was_made(lake: IcebergLakeResource) -> None:
+    def rows(day: str, n: int) -> pa.Table:
+        return pa.Table.from_pylist(
+            [{"payment_date": d, "payment_id": p, "amount": Decimal(a)} for d, p, a in _payments(day, n)],
+            schema=PAYMENTS.schema,
+        )
+
+    lineage = Lineage("run-a", "test/payments", ("2024-01-01",))
+    lake.write_arrow(PAYMENTS, rows("2024-01-01", 3), partition_keys=["2024-01-01"], lineage=lineage)
+    branch = lake.create_audit_branch(PAYMENTS, lineage)
+    lake.write_arrow(PAYMENTS, rows("2024-01-01", 7), partition_keys=["2024-01-01"], lineage=lineage, branch=branch)
+    # Another run publishes a different day to main while this audit is in flight.
+    other = Lineage("run-b", "test/payments", ("2024-01-02",))
+    lake.write_arrow(PAYMENTS, rows("2024-01-02", 4), partition_keys=["2024-01-02"], lineage=other)
+
+    lake.publish(PAYMENTS, branch, partition_keys=["2024-01-01"], lineage=lineage)
+
+    assert lake.read_arrow(PAYMENTS, ["2024-01-01"]).num_rows == 7
+    assert lake.read_arrow(PAYMENTS, ["2024-01-02"]).num_rows == 4
+    with pytest.raises(ValueError, match="has no branch"):
+        lake.read_arrow(PAYMENTS, ref=branch)
