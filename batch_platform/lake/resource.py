@@ -120,9 +120,16 @@ class IcebergLakeResource(dg.ConfigurableResource):
 
     # -- writes --------------------------------------------------------------------------------------------------
 
+    def run_staging_uri(self, table: LakeTable, run_id: str) -> str:
+        """Where one run stages files for a table, inside the table's data folder.
+
+        Committed files stay where they were staged (add_files references them in place); files of a run that
+        died before its commit stay unreferenced in its run's folder, where maintenance finds and removes them.
+        """
+        return f"{self.load(table).location().rstrip('/')}/data/_staging/{run_id}"
+
     def staging_uri(self, table: LakeTable, run_id: str, write_id: str) -> str:
-        """Per-run staging folder: files of a run that died before its commit can be found and removed by run id."""
-        return f"{self.warehouse_uri()}/_staging/{run_id}/{table.identifier}/{write_id}"
+        return f"{self.run_staging_uri(table, run_id)}/{write_id}"
 
     def stage_spark(
         self,
