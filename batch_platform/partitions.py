@@ -19,3 +19,14 @@ def partition_keys(context: dg.AssetExecutionContext) -> list[str]:
     if context.has_partition_key_range or context.has_partition_key:
         return list(context.partition_keys)
     return []
+
+
+def business_day_partitions(start_date: str, *, timezone: str = BUSINESS_TIMEZONE) -> dg.TimeWindowPartitionsDefinition:
+    """One partition per Monday-to-Friday business day, keyed by ISO date.
+
+    The previous partition of a business day (``TimeWindowPartitionMapping(start_offset=-1, end_offset=-1)``) is
+    the previous business day, which is what day-chained assets (a balance carried from yesterday) depend on.
+    """
+    return dg.TimeWindowPartitionsDefinition(
+        cron_schedule="0 0 * * 1-5", start=start_date, timezone=timezone, fmt="%Y-%m-%d"
+    )
