@@ -1,4 +1,24 @@
-"""Resources keyed by deployment environment: LOCAL (the default, needs nothing running) and PROD."""
+"""Resources keyed by deployment environment: LOCAL (the default, needs nothing running) and PROD.
+
+PROD reads every setting from the run's environment when the run starts (``dg.EnvVar``), never when this module is
+imported or the definitions load, so a code server loads PROD definitions without any of these variables. A run
+whose environment lacks one fails at resource initialisation with Dagster's message naming the variable.
+
+=================================  =========================================================================
+Variable                           Meaning (all must be present in the run's environment; empty = not used)
+=================================  =========================================================================
+``BATCH_PLATFORM_CATALOG_TYPE``    ``glue``, ``sql`` or ``rest``
+``BATCH_PLATFORM_CATALOG_URI``     SQLAlchemy URI (``postgresql+psycopg2://...``) for sql, endpoint for rest
+                                   (must not be empty for these two); empty for glue
+``BATCH_PLATFORM_WAREHOUSE``       ``s3://bucket/prefix`` (must not be empty)
+``BATCH_PLATFORM_AWS_REGION``      region of the Glue catalog and the bucket, e.g. ``eu-west-1``
+``BATCH_PLATFORM_S3_ENDPOINT``     S3 endpoint override for S3-compatible stores; empty on AWS
+``BATCH_PLATFORM_GLUE_ENDPOINT``   Glue endpoint override; empty on AWS
+=================================  =========================================================================
+
+AWS credentials are not configured anywhere here: pyiceberg (boto3 and Arrow's S3 client) and Spark's S3A use the
+default AWS credential chain of the run's pod (IRSA web identity, environment, instance profile).
+"""
 
 from __future__ import annotations
 
@@ -6,12 +26,28 @@ import os
 from typing import Any
 
 import dagster as dg
+from pydantic import Field
 
 from batch_platform.lake import IcebergLakeResource
-from batch_platform.spark import SparkResource
+from batch_platform.spark import LOCAL_SPARK_CONFIG, SparkResource
 
 ENV_VAR = "BATCH_PLATFORM_ENV"
 ENVIRONMENTS = ("LOCAL", "PROD")
+
+CATALOG_TYPE_ENV = "BATCH_PLATFORM_CATALOG_TYPE"
+CATALOG_URI_ENV = "BATCH_PLATFORM_CATALOG_URI"
+WAREHOUSE_ENV = "BATCH_PLATFORM_WAREHOUSE"
+AWS_REGION_ENV = "BATCH_PLATFORM_AWS_REGION"
+S3_ENDPOINT_ENV = "BATCH_PLATFORM_S3_ENDPOINT"
+GLUE_ENDPOINT_ENV = "BATCH_PLATFORM_GLUE_ENDPOINT"
+PROD_ENV_VARS = (CATALOG_TYPE_ENV, CATALOG_URI_ENV, WAREHOUSE_ENV, AWS_REGION_ENV, S3_ENDPOINT_ENV, GLUE_ENDPOINT_ENV)
+
+# The S3A connector that the production Spark image must carry in its jars folder (Maven is not reached at run
+# time): hadoop-aws of exactly the Hadoop version pyspark bundles (hadoop-client-api/runtime 3.5.0 for pyspark 4.x)
+# and the AWS SDK v2 ``bundle`` jar that this hadoop-aws version declares as its dependency.
+S3A_MAVEN_PACKAGES = ("org.apache.hadoop:hadoop-aws:3.5.0",)
+# The AWS SDK v2 default chain: environment, web identity (IRSA), profile, container and instance roles.
+AWS_DEFAULT_CREDENTIALS_PROVIDER = "software.amazon.awssdk.auth.credentials.DefaultCredentialsProvider"
 
 
 def deployment_environment() -> str:
@@ -22,19 +58,51 @@ def deployment_environment() -> str:
     return env
 
 
+class EnvSparkResource(SparkResource):
+    """SparkResource whose ``spark_config`` values are strings, so Dagster resolves ``dg.EnvVar`` values in it.
+
+    ``SparkResource.spark_config`` is ``dict[str, Any]``, for which Dagster passes an EnvVar on as the literal
+    ``{"env": NAME}``; ``dict[str, str]`` makes each value a StringSource, resolved when the run starts.
+    """
+
+    spark_config: dict[str, str] = Field(default_factory=lambda: dict(LOCAL_SPARK_CONFIG))
+
+
+def prod_spark_config() -> dict[str, str]:
+    """Spark settings for production: the local defaults plus S3A, with the S3 settings read when the run starts.
+
+    pyiceberg names warehouse objects ``s3://``; the lake's Spark path rewrites them to ``s3a://``. The S3A jars
+    (S3A_MAVEN_PACKAGES and its AWS SDK bundle) are baked into the image rather than fetched with
+    ``spark.jars.packages``, so a run never depends on Maven being reachable.
+    """
+    return {
+        **LOCAL_SPARK_CONFIG,
+        "spark.hadoop.fs.s3a.impl": "org.apache.hadoop.fs.s3a.S3AFileSystem",
+        "spark.hadoop.fs.s3a.aws.credentials.provider": AWS_DEFAULT_CREDENTIALS_PROVIDER,
+        "spark.hadoop.fs.s3a.endpoint.region": dg.EnvVar(AWS_REGION_ENV),
+        # Empty means the AWS endpoint of the region.
+        "spark.hadoop.fs.s3a.endpoint": dg.EnvVar(S3_ENDPOINT_ENV),
+    }
+
+
 def local_resources() -> dict[str, Any]:
     return {"lake": IcebergLakeResource(), "spark": SparkResource()}
 
 
 def prod_resources() -> dict[str, Any]:
-    # Every value comes from the run's environment when the run starts (EnvVar), never from this file.
+    """Every value comes from the run's environment when the run starts (EnvVar), never from this file."""
     return {
         "lake": IcebergLakeResource(
-            catalog_type="sql",
-            catalog_uri=dg.EnvVar("BATCH_PLATFORM_CATALOG_URI"),
-            warehouse=dg.EnvVar("BATCH_PLATFORM_WAREHOUSE"),
+            catalog_type=dg.EnvVar(CATALOG_TYPE_ENV),
+            catalog_uri=dg.EnvVar(CATALOG_URI_ENV),
+            warehouse=dg.EnvVar(WAREHOUSE_ENV),
+            region=dg.EnvVar(AWS_REGION_ENV),
+            s3_endpoint=dg.EnvVar(S3_ENDPOINT_ENV),
+            glue_endpoint=dg.EnvVar(GLUE_ENDPOINT_ENV),
+            # An empty warehouse or SQL catalog URI is an error, never a silent SQLite catalog on the pod's disk.
+            allow_local_defaults=False,
         ),
-        "spark": SparkResource(),
+        "spark": EnvSparkResource(spark_config=prod_spark_config()),
     }
 
 

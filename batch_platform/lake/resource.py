@@ -12,7 +12,7 @@ from urllib.parse import urlparse
 import dagster as dg
 import pyarrow as pa
 import pyarrow.compute as pc
-from pydantic import Field, PrivateAttr, field_validator
+from pydantic import Field, PrivateAttr, field_validator, model_validator
 from pyiceberg.catalog import Catalog, load_catalog
 from pyiceberg.expressions import AlwaysTrue
 from pyiceberg.manifest import DataFile
@@ -60,6 +60,10 @@ class IcebergLakeResource(dg.ConfigurableResource):
         default=None, description="S3 endpoint override (S3-compatible stores, tests); empty on AWS"
     )
     glue_endpoint: str | None = Field(default=None, description="Glue endpoint override (tests); empty on AWS")
+    allow_local_defaults: bool = Field(
+        default=True,
+        description="without warehouse (or sql catalog_uri), fall back to the local folder; production turns it off",
+    )
 
     _catalog: Catalog | None = PrivateAttr(default=None)
 
@@ -70,6 +74,18 @@ class IcebergLakeResource(dg.ConfigurableResource):
         if not isinstance(value, dg.EnvVar) and value not in CATALOG_TYPES:
             raise ValueError(f"catalog_type {value!r} is not one of {', '.join(CATALOG_TYPES)}")
         return value
+
+    @model_validator(mode="after")
+    def _catalog_settings_complete(self) -> IcebergLakeResource:
+        # With EnvVars this runs again when the run resolves them, so an empty variable fails at resource start.
+        if self.catalog_type == "rest" and not self.catalog_uri:
+            raise ValueError("catalog_type 'rest' needs catalog_uri (the REST catalog's endpoint)")
+        if not self.allow_local_defaults:
+            if not self.warehouse:
+                raise ValueError("warehouse is empty and the local default warehouse is not allowed here")
+            if self.catalog_type == "sql" and not self.catalog_uri:
+                raise ValueError("catalog_type 'sql' needs catalog_uri: the local SQLite catalog is not allowed here")
+        return self
 
     # -- catalog -------------------------------------------------------------------------------------------------
 
