@@ -61,6 +61,7 @@ class CardTransactionsConfig(dg.Config):
     partitions_def=DEMO_PARTITIONS,
     kinds=("spark", "iceberg"),
     backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=31),
+    compute="medium",
 )
 def card_transactions(
     context: dg.AssetExecutionContext,
@@ -68,7 +69,7 @@ def card_transactions(
     lake: IcebergLakeResource,
     spark: SparkResource,
 ) -> dg.MaterializeResult:
-    session = spark.session
+    session = spark.session_for(context)
     keys = partition_keys(context)
     days = session.createDataFrame([(k,) for k in keys], "day string").select(F.to_date("day").alias("day"))
     seq = session.range(config.rows_per_day).withColumnRenamed("id", "seq")
@@ -103,7 +104,7 @@ def daily_transaction_totals(
     context: dg.AssetExecutionContext, lake: IcebergLakeResource, spark: SparkResource
 ) -> dg.MaterializeResult:
     keys = partition_keys(context)
-    transactions = lake.read_spark(spark.session, CARD_TRANSACTIONS, keys)
+    transactions = lake.read_spark(spark.session_for(context), CARD_TRANSACTIONS, keys)
     totals = transactions.groupBy("transaction_date", "merchant_category").agg(
         F.count("*").alias("transactions"), F.sum("amount").cast("decimal(18,2)").alias("amount")
     )

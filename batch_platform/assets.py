@@ -7,6 +7,7 @@ from typing import Any
 
 import dagster as dg
 
+from batch_platform.compute import COMPUTE_PROFILE_TAG, DEFAULT_PROFILE, ComputeProfile, get_profile, profile_tags
 from batch_platform.lake.tables import LakeTable
 
 
@@ -35,13 +36,23 @@ def lake_asset(
     op_tags: Mapping[str, Any] | None = None,
     tags: Mapping[str, str] | None = None,
     owners: Iterable[str] = (),
+    compute: str | ComputeProfile = DEFAULT_PROFILE,
     **asset_kwargs: Any,
 ) -> Callable[[Callable[..., Any]], dg.AssetsDefinition]:
     """Declare the asset that writes ``table``.
 
     The asset key is the table's ``namespace/name``, its group defaults to the namespace, and its writers share
     the table's concurrency pool, so two runs never write the same table (hence the same partition) at once.
+
+    ``compute`` names its compute profile (batch_platform.compute). It goes on the op tags, where dagster-k8s and
+    ``SparkResource.session_for`` read it for every execution of the asset (UI materializations, backfills,
+    jobs), and on the asset tags, so the catalog can be filtered by profile.
     """
+    profile = get_profile(compute)
+    compute_tags = profile_tags(profile)
+    clashes = sorted(set(compute_tags) & set(op_tags or {})) + sorted({COMPUTE_PROFILE_TAG} & set(tags or {}))
+    if clashes:
+        raise ValueError(f"{table.identifier}: set the compute profile with compute=, not the tags {clashes}")
     if (partitions_def is None) != (table.partition_column is None):
         raise ValueError(
             f"{table.identifier}: a partitioned table needs a partitioned asset and an unpartitioned one not "
@@ -56,8 +67,8 @@ def lake_asset(
         group_name=group_name or table.namespace,
         backfill_policy=backfill_policy,
         pool=table.pool,
-        op_tags=dict(op_tags or {}),
-        tags=dict(tags or {}),
+        op_tags={**dict(op_tags or {}), **compute_tags},
+        tags={**dict(tags or {}), COMPUTE_PROFILE_TAG: profile.name},
         owners=list(owners),
         metadata={
             "iceberg/table": table.identifier,

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import os
 import shutil
-from typing import Any
 
+import dagster as dg
 from dagster_pyspark import LazyPySparkResource
-from pydantic import Field
+from pydantic import Field, PrivateAttr
 from pyspark.sql import SparkSession
 
+from batch_platform.compute import profile_of_tags, spark_conf
 from batch_platform.lake.errors import JavaNotFoundError
+from batch_platform.partitions import partition_keys
 
 # Settings the lake's write path depends on, whatever the profile: Iceberg refuses INT96 timestamps, and a fixed
 # session time zone keeps date arithmetic independent of the machine's.
@@ -49,16 +51,38 @@ class SparkResource(LazyPySparkResource):
     ``resources/``; the settings in REQUIRED_SPARK_CONFIG always apply on top.
     """
 
-    spark_config: dict[str, Any] = Field(default_factory=lambda: dict(LOCAL_SPARK_CONFIG))
+    # str values (not Any) so that Dagster resolves dg.EnvVar values inside the dict.
+    spark_config: dict[str, str] = Field(default_factory=lambda: dict(LOCAL_SPARK_CONFIG))
+    # Set by session_for before the session starts: the step's compute profile settings.
+    _step_spark_config: dict[str, str] = PrivateAttr(default_factory=dict)
 
     def _init_session(self) -> None:
         if self._spark_session is None:
             ensure_java()
             builder = SparkSession.builder
-            for key, value in {**self.spark_config, **REQUIRED_SPARK_CONFIG}.items():
+            for key, value in {**self.spark_config, **self._step_spark_config, **REQUIRED_SPARK_CONFIG}.items():
                 builder = builder.config(key, str(value))
             self._spark_session = builder.getOrCreate()
 
     @property
     def session(self) -> SparkSession:
         return self.spark_session
+
+    def step_spark_config(self, context: dg.AssetExecutionContext) -> dict[str, str]:
+        """Spark settings the step's compute profile asks for (op tag set by ``lake_asset(compute=...)``), with
+        executors scaled to the step's partition count; empty for a step without a profile."""
+        profile = profile_of_tags(context.op_def.tags)
+        if profile is None:
+            return {}
+        return spark_conf(profile, partitions=max(1, len(partition_keys(context))))
+
+    def session_for(self, context: dg.AssetExecutionContext) -> SparkSession:
+        """The session, started with the step's compute profile if this call starts it.
+
+        The profile's settings override ``spark_config``. Spark fixes executor count, cores and memory when its
+        context starts, so a step that finds a session already running in its process (in-process executor, an
+        earlier step) gets that session unchanged. In local mode Spark ignores the executor settings.
+        """
+        if self._spark_session is None:
+            self._step_spark_config = self.step_spark_config(context)
+        return self.session
