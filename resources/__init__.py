@@ -26,7 +26,6 @@ import os
 from typing import Any
 
 import dagster as dg
-from pydantic import Field
 
 from batch_platform.lake import IcebergLakeResource
 from batch_platform.spark import LOCAL_SPARK_CONFIG, SparkResource
@@ -56,16 +55,6 @@ def deployment_environment() -> str:
     if env not in ENVIRONMENTS:
         raise ValueError(f"{ENV_VAR}={env!r} is not one of {ENVIRONMENTS}")
     return env
-
-
-class EnvSparkResource(SparkResource):
-    """SparkResource whose ``spark_config`` values are strings, so Dagster resolves ``dg.EnvVar`` values in it.
-
-    ``SparkResource.spark_config`` is ``dict[str, Any]``, for which Dagster passes an EnvVar on as the literal
-    ``{"env": NAME}``; ``dict[str, str]`` makes each value a StringSource, resolved when the run starts.
-    """
-
-    spark_config: dict[str, str] = Field(default_factory=lambda: dict(LOCAL_SPARK_CONFIG))
 
 
 def prod_spark_config() -> dict[str, str]:
@@ -102,7 +91,7 @@ def prod_resources() -> dict[str, Any]:
             # An empty warehouse or SQL catalog URI is an error, never a silent SQLite catalog on the pod's disk.
             allow_local_defaults=False,
         ),
-        "spark": EnvSparkResource(spark_config=prod_spark_config()),
+        "spark": SparkResource(spark_config=prod_spark_config()),
     }
 
 

@@ -23,6 +23,7 @@ from moto.server import ThreadedMotoServer
 from assets.platform_demo import DAILY_TRANSACTION_TOTALS, DEMO_PARTITIONS, card_transactions
 from batch_platform.definitions import build_definitions
 from batch_platform.lake import IcebergLakeResource, Lineage
+from batch_platform.spark import SparkResource
 from resources import (
     AWS_REGION_ENV,
     CATALOG_TYPE_ENV,
@@ -31,7 +32,6 @@ from resources import (
     PROD_ENV_VARS,
     S3_ENDPOINT_ENV,
     WAREHOUSE_ENV,
-    EnvSparkResource,
     prod_resources,
 )
 
@@ -204,7 +204,7 @@ def test_prod_spark_config_takes_s3a_endpoint_and_region_from_env_at_run_start(
 
     resolved = spark.process_config_and_initialize()  # no session yet: the resource is lazy
 
-    assert isinstance(resolved, EnvSparkResource) and resolved._spark_session is None
+    assert isinstance(resolved, SparkResource) and resolved._spark_session is None
     config = resolved.spark_config
     assert config["spark.hadoop.fs.s3a.endpoint.region"] == REGION
     assert config["spark.hadoop.fs.s3a.endpoint"] == ""  # AWS's own endpoint for the region
