@@ -103,6 +103,22 @@ def find_snapshot(iceberg_table: Table, write_id: str) -> Snapshot | None:
     return None
 
 
+def _files_in(iceberg_table: Table, row_filter: BooleanExpression, branch: str) -> set[str]:
+    """Data files of the branch head that hold rows of the given partitions."""
+    head = iceberg_table.snapshot_by_name(branch)
+    if head is None:
+        return set()
+    scan = iceberg_table.scan(row_filter=row_filter, snapshot_id=head.snapshot_id)
+    return {task.file.file_path for task in scan.plan_files()}
+
+
+def _conflict_message(table: LakeTable, partition_keys: Sequence[str] | None, lineage: Lineage) -> str:
+    return (
+        f"{table.identifier}: another writer committed to partitions {list(partition_keys or ['<all>'])} while run "
+        f"{lineage.run_id} was writing them; this write was not applied. Re-run it once the other run has finished."
+    )
+
+
 def commit_replace(
     load_table: Callable[[], Table],
     table: LakeTable,
@@ -128,10 +144,18 @@ def commit_replace(
     """
     delete_filter = partition_filter(table, partition_keys)
     summary = lineage.summary(write_id)
+    base_files: set[str] = set()
     for attempt in range(1, attempts + 1):
         iceberg_table = load_table()
-        if attempt > 1 and find_snapshot(iceberg_table, write_id) is not None:
-            break  # an earlier attempt's commit landed although its response was lost
+        if attempt == 1:
+            # The partitions as this write found them; pyiceberg validates its own retries against this view.
+            base_files = _files_in(iceberg_table, delete_filter, branch)
+        else:
+            if find_snapshot(iceberg_table, write_id) is not None:
+                break  # an earlier attempt's commit landed although its response was lost
+            if _files_in(iceberg_table, delete_filter, branch) != base_files:
+                # Re-basing this write on the fresh table would silently replace another run's commit.
+                raise PartitionWriteConflict(_conflict_message(table, partition_keys, lineage))
         try:
             with iceberg_table.transaction() as tx, warnings.catch_warnings():
                 # Replacing a partition that does not exist yet is normal; pyiceberg warns about it.
@@ -150,11 +174,7 @@ def commit_replace(
                             append.append_data_file(data_file)
             break
         except ValidationException as exc:
-            raise PartitionWriteConflict(
-                f"{table.identifier}: another writer committed to partitions {list(partition_keys or ['<all>'])} "
-                f"while run {lineage.run_id} was writing them; this write was not applied. Re-run it once the other "
-                f"run has finished. ({exc})"
-            ) from exc
+            raise PartitionWriteConflict(f"{_conflict_message(table, partition_keys, lineage)} ({exc})") from exc
         except (CommitFailedException, CommitStateUnknownException) as exc:
             lost_a_race = load_table().metadata_location != iceberg_table.metadata_location
             if attempt == attempts or not (lost_a_race or isinstance(exc, CommitStateUnknownException)):
