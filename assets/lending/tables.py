@@ -268,6 +268,7 @@ CORE_LOAN_DAILY_STATUS = LakeTable(
             _f("vintage_month", pa.date32(), False),
             _f("term_months", pa.int32(), False),
             _f("risk_band", pa.string(), False),
+            _f("merchant_id", pa.int64(), False),
             _f("merchant_category", pa.string()),
             _f("principal_originated", MONEY, False),
             _f("principal_repaid", MONEY, False),  # to date

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from datetime import date
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -14,7 +13,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import Field, PrivateAttr, field_validator, model_validator
 from pyiceberg.catalog import Catalog, load_catalog
-from pyiceberg.expressions import AlwaysTrue
 from pyiceberg.manifest import DataFile
 from pyiceberg.table import Table
 from pyiceberg.table.refs import MAIN_BRANCH
@@ -24,10 +22,9 @@ from batch_platform.lake import spark_io
 from batch_platform.lake.commit import Lineage, WriteResult, commit_replace, partition_filter
 from batch_platform.lake.errors import DataContractError
 from batch_platform.lake.schema import ensure_table
+from batch_platform.lake.selection import PartitionSelection, iceberg_filter
 from batch_platform.lake.tables import LakeTable
 from batch_platform.settings import data_dir
-
-PartitionSelection = Sequence[str] | dg.PartitionKeyRange | None
 
 CATALOG_TYPES = ("sql", "glue", "rest")
 
@@ -298,7 +295,7 @@ class IcebergLakeResource(dg.ConfigurableResource):
             spark,
             iceberg_table,
             table,
-            partition_values=_partition_values(partitions),
+            partitions=partitions,
             snapshot_id=_resolve_snapshot(iceberg_table, snapshot_id, ref),
         )
 
@@ -311,8 +308,7 @@ class IcebergLakeResource(dg.ConfigurableResource):
         ref: str | None = None,
     ) -> pa.Table:
         """Partitions (keys, a key range, or all) as an Arrow table, as of a snapshot or branch if given."""
-        values = _partition_values(partitions)
-        row_filter = partition_filter(table, [v.isoformat() for v in values]) if values is not None else AlwaysTrue()
+        row_filter = iceberg_filter(table, partitions)
         iceberg_table = self.load(table)
         snapshot = _resolve_snapshot(iceberg_table, snapshot_id, ref)
         return iceberg_table.scan(row_filter=row_filter, snapshot_id=snapshot).to_arrow()
@@ -327,15 +323,6 @@ def _resolve_snapshot(iceberg_table: Table, snapshot_id: int | None, ref: str | 
     if snapshot is None:
         raise ValueError(f"{iceberg_table.name()} has no branch or tag {ref!r}")
     return snapshot.snapshot_id
-
-
-def _partition_values(partitions: PartitionSelection) -> list[date] | None:
-    if partitions is None:
-        return None
-    if isinstance(partitions, dg.PartitionKeyRange):
-        start, end = date.fromisoformat(partitions.start), date.fromisoformat(partitions.end)
-        return [date.fromordinal(o) for o in range(start.toordinal(), end.toordinal() + 1)]
-    return [date.fromisoformat(k) for k in partitions]
 
 
 def conform_arrow(data: pa.Table, table: LakeTable, arrow_target: pa.Schema | None = None) -> pa.Table:

@@ -8,11 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from pyiceberg.expressions import AlwaysTrue
 from pyiceberg.io import FileIO
 from pyiceberg.table import Table
 from pyspark.sql import DataFrame, SparkSession
@@ -20,9 +18,9 @@ from pyspark.sql import functions as F
 from pyspark.sql.pandas.types import from_arrow_schema
 from pyspark.sql.types import StructType
 
-from batch_platform.lake.commit import partition_filter
 from batch_platform.lake.errors import DataContractError, UnsupportedScanError
 from batch_platform.lake.schema import arrow_schema_of, not_null_columns
+from batch_platform.lake.selection import PartitionSelection, iceberg_filter, spark_filter
 from batch_platform.lake.tables import LakeTable
 
 # Spark writes each partition value into its own folder, named after this helper column; the real partition column
@@ -153,7 +151,7 @@ def read(
     iceberg_table: Table,
     table: LakeTable,
     *,
-    partition_values: Sequence[date] | None,
+    partitions: PartitionSelection,
     snapshot_id: int | None,
 ) -> DataFrame:
     """Read partitions (all if None) of a table, optionally as of a snapshot, into a Spark DataFrame.
@@ -161,9 +159,7 @@ def read(
     pyiceberg plans the scan (partition pruning, snapshot selection); Spark reads the planned files. Spark does not
     see the Iceberg filter, so the partition filter is applied again on the rows.
     """
-    keys = [v.isoformat() for v in partition_values] if partition_values is not None else None
-    row_filter = partition_filter(table, keys) if keys is not None else AlwaysTrue()
-    scan = iceberg_table.scan(row_filter=row_filter, snapshot_id=snapshot_id)
+    scan = iceberg_table.scan(row_filter=iceberg_filter(table, partitions), snapshot_id=snapshot_id)
     tasks = list(scan.plan_files())
     with_deletes = [t.file.file_path for t in tasks if t.delete_files]
     if with_deletes:
@@ -177,12 +173,11 @@ def read(
     if not tasks:
         return spark.createDataFrame([], struct)
     paths = [to_spark_uri(t.file.file_path) for t in tasks]
-    # Staged files sit in "name=value" folders; without a basePath of their own Spark would not add that folder
-    # as a column, and selecting the declared columns drops it if it did.
+    # Staged files sit in "name=value" folders; selecting the declared columns drops any column Spark would
+    # derive from such a folder name.
     df = spark.read.schema(struct).parquet(*paths).select([F.col(f.name) for f in struct.fields])
-    if keys is not None and table.partition_column is not None:
-        df = df.where(F.col(table.partition_column).isin(list(partition_values or ())))
-    return df
+    predicate = spark_filter(table, partitions)
+    return df.where(predicate) if predicate is not None else df
 
 
 def _schema_at(iceberg_table: Table, snapshot_id: int) -> pa.Schema:
