@@ -56,6 +56,11 @@ def cents_to_money(column: str) -> Column:
     return (F.col(column).cast("decimal(18,0)") / F.lit(100)).cast(MONEY)
 
 
+def project(table: LakeTable, df: DataFrame) -> DataFrame:
+    """Keep the table's declared columns: raw-only columns (cents, drop_version) are left behind on purpose."""
+    return df.select(*table.schema.names)
+
+
 def history(keys: Sequence[str]) -> dg.PartitionKeyRange:
     """Every partition from the lender's first day up to the last key of this step."""
     return dg.PartitionKeyRange(LENDING_START, max(keys))
@@ -104,7 +109,9 @@ def build_core_asset(spec: CoreTable) -> dg.AssetsDefinition:
     ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
         session = spark.session_for(context)
         rows = lake.read_spark(session, raw, partition_keys(context))
-        yield from write_audit_publish(context, lake, spark, spec.table, spec.transform(rows), spec.audits)
+        yield from write_audit_publish(
+            context, lake, spark, spec.table, project(spec.table, spec.transform(rows)), spec.audits
+        )
 
     return _core_asset
 
@@ -255,7 +262,7 @@ def core_loans(
         .withColumn("installment", cents_to_money("installment_cents"))
         .withColumn("total_interest", cents_to_money("total_interest_cents"))
     )
-    yield from write_audit_publish(context, lake, spark, CORE_LOANS, loans, LOAN_AUDITS)
+    yield from write_audit_publish(context, lake, spark, CORE_LOANS, project(CORE_LOANS, loans), LOAN_AUDITS)
 
 
 def _loan_event_asset(
@@ -295,7 +302,7 @@ def _loan_event_asset(
             "loan_id",
             "every row references a known loan",
         )
-        yield from write_audit_publish(context, lake, spark, table, rows, [*static_audits, loans])
+        yield from write_audit_publish(context, lake, spark, table, project(table, rows), [*static_audits, loans])
 
     return _asset
 
@@ -339,6 +346,7 @@ core_recoveries = _loan_event_asset(
 
 
 # -- the daily loan book ----------------------------------------------------------------------------------------
+
 
 def _dpd_bucket() -> Column:
     # A function, not a constant: Spark columns can only be built once a session exists.
