@@ -1,0 +1,251 @@
+"""Reporting layer of the loan domain: portfolio, vintage curves and merchant performance per business day.
+
+Every asset reads ``core/loan_daily_status`` for the step's partition keys (a backfill run gets up to 31 of them
+and computes them in one DataFrame), writes through write-audit-publish, and publishes to main only when its
+blocking audits pass on the audit branch.
+
+Conventions shared by the three tables:
+- Money sums stay decimal and are cast back to decimal(18, 2) (Spark widens a sum to decimal(28, 2)); rates are
+  doubles.
+- A loan is *open* while its status is one of OPEN_STATUSES (as in core). Closed loans (paid off, cancelled,
+  charged off) stay in loan_daily_status with their to-date amounts, and the money columns sum them too, so that
+  each row keeps the balance identity outstanding = originated - repaid - refunded - charged off.
+"""
+
+from collections.abc import Iterator
+
+import dagster as dg
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+
+from assets.lending.tables import (
+    CORE_LOAN_DAILY_STATUS,
+    LENDING_PARTITIONS,
+    LOAN_STATUSES,
+    MONEY,
+    PARTITION,
+    REPORTING_MERCHANT_PERFORMANCE,
+    REPORTING_PORTFOLIO_DAILY,
+    REPORTING_VINTAGE_CURVES,
+)
+from batch_platform.assets import lake_asset
+from batch_platform.audit import Audit, AuditOutcome, audit_check_specs, rows_satisfy, write_audit_publish
+from batch_platform.lake import IcebergLakeResource
+from batch_platform.partitions import partition_keys
+from batch_platform.spark import SparkResource
+
+OPEN_STATUSES = ("current", "delinquent")
+assert set(OPEN_STATUSES) < set(LOAN_STATUSES), "open statuses must be declared loan statuses"
+
+DELINQUENT_DAYS = 30  # "delinquent" in merchant_performance: 30+ days past due today
+MONEY_SQL = f"decimal({MONEY.precision},{MONEY.scale})"
+BACKFILL_POLICY = dg.BackfillPolicy.multi_run(max_partitions_per_run=23)
+
+PORTFOLIO_GROUPS = (PARTITION, "vintage_month", "term_months", "risk_band", "merchant_category", "dpd_bucket")
+BALANCE_COLUMNS = (
+    "principal_originated",
+    "principal_repaid",
+    "principal_refunded",
+    "principal_charged_off",
+    "outstanding_principal",
+)
+
+
+def money_sum(column: str | Column, alias: str) -> Column:
+    return F.sum(column).cast(MONEY_SQL).alias(alias)
+
+
+def is_open() -> Column:
+    return F.col("status").isin(*OPEN_STATUSES)
+
+
+def ratio(numerator: Column, denominator: Column) -> Column:
+    """numerator / denominator as a double; 0.0 for an empty denominator (the rate columns are NOT NULL)."""
+    return F.when(denominator != 0, numerator.cast("double") / denominator.cast("double")).otherwise(F.lit(0.0))
+
+
+# -- computations (DataFrame in, DataFrame out: the assets below only read, compute and write) ------------------
+
+
+def portfolio_daily_frame(status: DataFrame) -> DataFrame:
+    """Per business date and group: open loans, and balances summed over all loans of the group.
+
+    ``loans`` counts open loans only (the portfolio a risk team manages); the money columns include closed loans,
+    whose outstanding principal is normally zero, so the balance identity holds per group and in total.
+    """
+    return status.groupBy(*PORTFOLIO_GROUPS).agg(
+        F.count(F.when(is_open(), True)).alias("loans"),
+        *[money_sum(c, c) for c in BALANCE_COLUMNS],
+    )
+
+
+def months_between(later: Column, earlier: Column) -> Column:
+    """Whole calendar months from earlier's month to later's month (days ignored)."""
+    return ((F.year(later) * 12 + F.month(later)) - (F.year(earlier) * 12 + F.month(earlier))).cast("int")
+
+
+def vintage_curves_frame(status: DataFrame) -> DataFrame:
+    """Per business date and vintage: the cohort's size and its to-date delinquency and charge-off rates.
+
+    The ever_* flags and principal_charged_off are cumulative in loan_daily_status, so one date's partition
+    already holds the curve's point at that date's months on book; the curve is the history of partitions.
+    Cohorts include every loan originated in the month, closed ones too (a cohort never shrinks).
+    """
+    per_vintage = status.groupBy(PARTITION, "vintage_month").agg(
+        F.count(F.lit(1)).alias("loans"),
+        F.sum("principal_originated").alias("_originated"),
+        F.sum("principal_charged_off").alias("_charged_off"),
+        F.avg(F.col("ever_30_plus").cast("double")).alias("ever_30_plus_rate"),
+        F.avg(F.col("ever_60_plus").cast("double")).alias("ever_60_plus_rate"),
+    )
+    return per_vintage.select(
+        PARTITION,
+        "vintage_month",
+        months_between(F.col(PARTITION), F.col("vintage_month")).alias("months_on_book"),
+        "loans",
+        F.col("_originated").cast(MONEY_SQL).alias("principal_originated"),
+        "ever_30_plus_rate",
+        "ever_60_plus_rate",
+        ratio(F.col("_charged_off"), F.col("_originated")).alias("charge_off_rate"),
+    )
+
+
+def merchant_performance_frame(status: DataFrame) -> DataFrame:
+    """Per business date and merchant: loans and amounts to date, and today's 30+ DPD delinquency.
+
+    Delinquency counts open loans only: core keeps counting days past due on a charged-off loan, whose principal
+    is in principal_charged_off, not overdue.
+    """
+    delinquent = is_open() & (F.col("days_past_due") >= DELINQUENT_DAYS)
+    return status.groupBy(PARTITION, "merchant_id").agg(
+        # The category of the merchant's latest loan: one row per merchant even if a category was restated.
+        F.max_by("merchant_category", F.struct("origination_date", "loan_id")).alias("merchant_category"),
+        F.count(F.lit(1)).alias("loans"),
+        money_sum("principal_originated", "principal_originated"),
+        money_sum("principal_refunded", "principal_refunded"),
+        money_sum("outstanding_principal", "outstanding_principal"),
+        F.count(F.when(delinquent, True)).alias("delinquent_loans"),
+        money_sum(F.when(delinquent, F.col("outstanding_principal")).otherwise(F.lit(0)), "delinquent_principal"),
+        money_sum("principal_charged_off", "principal_charged_off"),
+    )
+
+
+# -- audits ---------------------------------------------------------------------------------------------------
+
+
+def _unreconciled_portfolio_rows(df: DataFrame) -> AuditOutcome:
+    expected = (
+        F.col("principal_originated")
+        - F.col("principal_repaid")
+        - F.col("principal_refunded")
+        - F.col("principal_charged_off")
+    )
+    # The sample shows each failing group with its expected balance and the gap, for the operator.
+    failures = (
+        df.withColumn("expected_outstanding", expected)
+        .withColumn("difference", F.col("outstanding_principal") - F.col("expected_outstanding"))
+        .where(~F.coalesce(F.col("difference") == 0, F.lit(False)))
+    )
+    return AuditOutcome.from_failures(failures)
+
+
+PORTFOLIO_AUDITS = [
+    Audit(
+        "portfolio_reconciles",
+        "outstanding_principal = principal_originated - principal_repaid - principal_refunded - "
+        "principal_charged_off, to the cent, in every row",
+        _unreconciled_portfolio_rows,
+    ),
+]
+
+
+def _is_share(column: str) -> Column:
+    return F.col(column).between(0.0, 1.0)
+
+
+VINTAGE_AUDITS = [
+    rows_satisfy(
+        "vintage_rates_are_shares",
+        "ever_30_plus_rate, ever_60_plus_rate and charge_off_rate lie in [0, 1], and 60+ never exceeds 30+",
+        lambda: (
+            _is_share("ever_30_plus_rate")
+            & _is_share("ever_60_plus_rate")
+            & _is_share("charge_off_rate")
+            & (F.col("ever_60_plus_rate") <= F.col("ever_30_plus_rate"))
+        ),
+    ),
+]
+
+MERCHANT_AUDITS = [
+    rows_satisfy(
+        "merchant_balances_consistent",
+        "refunded + charged-off + outstanding principal never exceeds originated principal, and delinquent "
+        "loans and principal are part of the merchant's loans and outstanding principal",
+        lambda: (
+            (
+                F.col("principal_refunded") + F.col("principal_charged_off") + F.col("outstanding_principal")
+                <= F.col("principal_originated")
+            )
+            & (F.col("delinquent_loans") <= F.col("loans"))
+            & F.col("delinquent_principal").between(0, F.col("outstanding_principal"))
+        ),
+    ),
+]
+
+
+# -- assets ---------------------------------------------------------------------------------------------------
+
+
+@lake_asset(
+    REPORTING_PORTFOLIO_DAILY,
+    partitions_def=LENDING_PARTITIONS,
+    deps=[CORE_LOAN_DAILY_STATUS.asset_key],
+    kinds=("spark", "iceberg"),
+    backfill_policy=BACKFILL_POLICY,
+    compute="medium",
+    check_specs=audit_check_specs(REPORTING_PORTFOLIO_DAILY, PORTFOLIO_AUDITS),
+)
+def portfolio_daily(
+    context: dg.AssetExecutionContext, lake: IcebergLakeResource, spark: SparkResource
+) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
+    session = spark.session_for(context)
+    status = lake.read_spark(session, CORE_LOAN_DAILY_STATUS, partition_keys(context))
+    df = portfolio_daily_frame(status)
+    yield from write_audit_publish(context, lake, spark, REPORTING_PORTFOLIO_DAILY, df, PORTFOLIO_AUDITS)
+
+
+@lake_asset(
+    REPORTING_VINTAGE_CURVES,
+    partitions_def=LENDING_PARTITIONS,
+    deps=[CORE_LOAN_DAILY_STATUS.asset_key],
+    kinds=("spark", "iceberg"),
+    backfill_policy=BACKFILL_POLICY,
+    check_specs=audit_check_specs(REPORTING_VINTAGE_CURVES, VINTAGE_AUDITS),
+)
+def vintage_curves(
+    context: dg.AssetExecutionContext, lake: IcebergLakeResource, spark: SparkResource
+) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
+    session = spark.session_for(context)
+    status = lake.read_spark(session, CORE_LOAN_DAILY_STATUS, partition_keys(context))
+    df = vintage_curves_frame(status)
+    yield from write_audit_publish(context, lake, spark, REPORTING_VINTAGE_CURVES, df, VINTAGE_AUDITS)
+
+
+@lake_asset(
+    REPORTING_MERCHANT_PERFORMANCE,
+    partitions_def=LENDING_PARTITIONS,
+    deps=[CORE_LOAN_DAILY_STATUS.asset_key],
+    kinds=("spark", "iceberg"),
+    backfill_policy=BACKFILL_POLICY,
+    check_specs=audit_check_specs(REPORTING_MERCHANT_PERFORMANCE, MERCHANT_AUDITS),
+)
+def merchant_performance(
+    context: dg.AssetExecutionContext, lake: IcebergLakeResource, spark: SparkResource
+) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
+    session = spark.session_for(context)
+    status = lake.read_spark(session, CORE_LOAN_DAILY_STATUS, partition_keys(context))
+    df = merchant_performance_frame(status)
+    yield from write_audit_publish(context, lake, spark, REPORTING_MERCHANT_PERFORMANCE, df, MERCHANT_AUDITS)
+
+
+reporting_assets = [portfolio_daily, vintage_curves, merchant_performance]
