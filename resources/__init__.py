@@ -14,6 +14,8 @@ Variable                           Meaning (all must be present in the run's env
 ``BATCH_PLATFORM_AWS_REGION``      region of the Glue catalog and the bucket, e.g. ``eu-west-1``
 ``BATCH_PLATFORM_S3_ENDPOINT``     S3 endpoint override for S3-compatible stores; empty on AWS
 ``BATCH_PLATFORM_GLUE_ENDPOINT``   Glue endpoint override; empty on AWS
+``BATCH_PLATFORM_LANDING_URI``     landing zone of the loan drops, ``s3://bucket/prefix`` (must not be empty)
+``BATCH_PLATFORM_PII_KEY``         secret HMAC key for PII tokens (LOCAL too; from a Kubernetes Secret in PROD)
 =================================  =========================================================================
 
 AWS credentials are not configured anywhere here: pyiceberg (boto3 and Arrow's S3 client) and Spark's S3A use the
@@ -27,7 +29,9 @@ from typing import Any
 
 import dagster as dg
 
+from assets.lending.landing import LandingZoneResource
 from batch_platform.lake import IcebergLakeResource
+from batch_platform.pii import PiiTokenizer
 from batch_platform.spark import LOCAL_SPARK_CONFIG, SparkResource
 
 ENV_VAR = "BATCH_PLATFORM_ENV"
@@ -39,7 +43,20 @@ WAREHOUSE_ENV = "BATCH_PLATFORM_WAREHOUSE"
 AWS_REGION_ENV = "BATCH_PLATFORM_AWS_REGION"
 S3_ENDPOINT_ENV = "BATCH_PLATFORM_S3_ENDPOINT"
 GLUE_ENDPOINT_ENV = "BATCH_PLATFORM_GLUE_ENDPOINT"
-PROD_ENV_VARS = (CATALOG_TYPE_ENV, CATALOG_URI_ENV, WAREHOUSE_ENV, AWS_REGION_ENV, S3_ENDPOINT_ENV, GLUE_ENDPOINT_ENV)
+LANDING_URI_ENV = "BATCH_PLATFORM_LANDING_URI"
+PII_KEY_ENV = "BATCH_PLATFORM_PII_KEY"
+# Read from Secret batch-platform-secrets in production, not from the ConfigMap.
+SECRET_ENV_VARS = (PII_KEY_ENV,)
+PROD_ENV_VARS = (
+    CATALOG_TYPE_ENV,
+    CATALOG_URI_ENV,
+    WAREHOUSE_ENV,
+    AWS_REGION_ENV,
+    S3_ENDPOINT_ENV,
+    GLUE_ENDPOINT_ENV,
+    LANDING_URI_ENV,
+    PII_KEY_ENV,
+)
 
 # The S3A connector that the production Spark image must carry in its jars folder (Maven is not reached at run
 # time): hadoop-aws of exactly the Hadoop version pyspark bundles (hadoop-client-api/runtime 3.5.0 for pyspark 4.x)
@@ -75,7 +92,13 @@ def prod_spark_config() -> dict[str, str]:
 
 
 def local_resources() -> dict[str, Any]:
-    return {"lake": IcebergLakeResource(), "spark": SparkResource()}
+    # The PII key is a secret even on a laptop: `make setup` writes a random one to .data/ and exports it.
+    return {
+        "lake": IcebergLakeResource(),
+        "spark": SparkResource(),
+        "landing": LandingZoneResource(),
+        "pii": PiiTokenizer(key=dg.EnvVar(PII_KEY_ENV)),
+    }
 
 
 def prod_resources() -> dict[str, Any]:
@@ -92,6 +115,8 @@ def prod_resources() -> dict[str, Any]:
             allow_local_defaults=False,
         ),
         "spark": SparkResource(spark_config=prod_spark_config()),
+        "landing": LandingZoneResource(uri=dg.EnvVar(LANDING_URI_ENV)),
+        "pii": PiiTokenizer(key=dg.EnvVar(PII_KEY_ENV)),
     }
 
 

@@ -24,9 +24,13 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+import dagster as dg
 import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
+from pydantic import Field
+
+from batch_platform.settings import data_dir
 
 DATASET_VERSION = "pos-lending-v1"
 MANIFEST_NAME = "_manifest.json"
@@ -84,6 +88,30 @@ class LandingZone:
         """Names directly under a folder key, sorted; empty when it does not exist."""
         selector = pafs.FileSelector(self.path(key), allow_not_found=True)
         return sorted(info.base_name for info in self.filesystem.get_file_info(selector))
+
+
+def default_landing_dir() -> Path:
+    """The local landing root when none is configured: ``<data dir>/landing``, read when called."""
+    return data_dir() / "landing"
+
+
+class LandingZoneResource(dg.ConfigurableResource):
+    """The landing zone the raw assets read: a local folder or ``s3://bucket/prefix``.
+
+    Unset, it is ``<data dir>/landing``, where the simulator's ``main`` writes by default; the data dir is read when
+    a run asks for the zone, never at import, so a code server needs no local folder.
+    """
+
+    uri: str | None = Field(
+        default=None, description="landing root: a folder or s3://bucket/prefix; default <data dir>/landing"
+    )
+
+    def location(self) -> str:
+        """The landing root as configured, or the default folder: for messages naming where a drop was sought."""
+        return self.uri or str(default_landing_dir())
+
+    def zone(self) -> LandingZone:
+        return LandingZone.from_uri(self.uri) if self.uri else LandingZone.local(default_landing_dir())
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,571 @@
+"""The raw layer: a business day's landing drop loaded into ``raw.<dataset>`` tables, bad rows into a quarantine.
+
+One run loads one business date, from the latest complete version of its drop:
+
+1. Verify the whole drop before writing anything: every file the manifest lists exists with the manifest's size
+   and SHA-256, parses as Parquet, has the manifest's row count and every column of its dataset. Any problem fails
+   the run and the lake is untouched: a drop that is wrong as a whole must be re-delivered, not half-loaded.
+2. Parse and validate rows: a column of another type than the contract is cast value by value, then the rules of
+   ``RULES`` apply. A row that fails goes to ``raw.quarantine`` with its reasons; the others load. Bad rows are a
+   producer's problem to fix in the next version, and should not hold back the day's good rows.
+3. Replace the business date's partition of every raw table and of the quarantine (so a fixed re-delivery also
+   clears the old quarantine rows), then check per dataset that loaded + quarantined rows = the manifest's rows.
+"""
+
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any
+
+import dagster as dg
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from assets.lending.landing import (
+    DATASET_VERSION,
+    DropInfo,
+    FileInfo,
+    LandingZone,
+    LandingZoneResource,
+    complete_versions,
+    drop_prefix,
+    read_manifest,
+    sha256_hex,
+)
+from assets.lending.tables import LENDING_PARTITIONS, PARTITION, RAW_QUARANTINE, RAW_TABLES
+from assets.lending.world import (
+    CATEGORIES,
+    DATASETS,
+    DECISIONS,
+    DECLINE_REASONS,
+    PAYMENT_STATUSES,
+    RECOVERY_CHANNELS,
+    REFUND_REASONS,
+    REFUND_TYPES,
+    REGIONS,
+    REVERSAL_REASONS,
+    RISK_BANDS,
+    SCHEMAS,
+    TERMS_MONTHS,
+)
+from batch_platform.assets import column_schema
+from batch_platform.compute import COMPUTE_PROFILE_TAG, DEFAULT_PROFILE, profile_tags
+from batch_platform.lake import IcebergLakeResource, LakeTable, Lineage
+
+# One step writes every raw table, so they share one pool (limit 1 by default): two runs never replace the same
+# raw partition at once. The tables' own pools have no other writer.
+RAW_LANDING_POOL = "raw-landing"
+ROWS_MATCH_MANIFEST = "rows_match_manifest"
+MAX_APR_BPS = 3600  # the lender's legal APR cap, 36%
+MAX_REASONS_IN_METADATA = 5
+
+Mask = npt.NDArray[np.bool_]
+
+
+# -- row rules ----------------------------------------------------------------------------------------------------
+
+
+def _values(table: pa.Table, column: str, rows: Sequence[int]) -> list[Any]:
+    return list(table[column].take(pa.array(rows, pa.int64())).to_pylist())
+
+
+def _mask(condition: pa.ChunkedArray | pa.Array) -> Mask:
+    """A boolean Arrow result as a numpy mask; null (a comparison with a null value) is not a violation."""
+    return np.asarray(pc.fill_null(condition, False).to_numpy(zero_copy_only=False), dtype=np.bool_)
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A row-level condition of the landing contract; a row that breaks it is quarantined with the reason.
+
+    Rules see the typed rows (after parsing). A null passes every rule but ``Required``: whether a column may be
+    null is that rule's business alone.
+    """
+
+    def violations(self, table: pa.Table) -> Mask:
+        raise NotImplementedError
+
+    def reasons(self, table: pa.Table, rows: Sequence[int]) -> list[str]:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class Required(Rule):
+    column: str
+
+    def violations(self, table: pa.Table) -> Mask:
+        return _mask(pc.is_null(table[self.column]))
+
+    def reasons(self, table: pa.Table, rows: Sequence[int]) -> list[str]:
+        return [f"{self.column} is required but null"] * len(rows)
+
+
+@dataclass(frozen=True)
+class Between(Rule):
+    """``low <= value <= high``; either bound may be open (None)."""
+
+    column: str
+    low: int | None = None
+    high: int | None = None
+    unless: tuple[str, tuple[str, ...]] | None = None  # (column, values): rows with those values are exempt
+
+    def violations(self, table: pa.Table) -> Mask:
+        column = table[self.column]
+        bad = np.zeros(table.num_rows, dtype=np.bool_)
+        if self.low is not None:
+            bad |= _mask(pc.less(column, self.low))
+        if self.high is not None:
+            bad |= _mask(pc.greater(column, self.high))
+        if self.unless is not None:
+            exempt_column, exempt_values = self.unless
+            bad &= ~_mask(pc.is_in(table[exempt_column], pa.array(exempt_values, pa.string())))
+        return bad
+
+    def reasons(self, table: pa.Table, rows: Sequence[int]) -> list[str]:
+        if self.low is not None and self.high is not None:
+            expected = f"is outside [{self.low}, {self.high}]"
+        elif self.low is not None:
+            expected = f"is below {self.low}"
+        else:
+            expected = f"is above {self.high}"
+        values = _values(table, self.column, rows)
+        if self.unless is None:
+            return [f"{self.column} {v} {expected}" for v in values]
+        context = self.unless[0]
+        return [
+            f"{self.column} {v} {expected} for {context} {c!r}"
+            for v, c in zip(values, _values(table, context, rows), strict=True)
+        ]
+
+
+@dataclass(frozen=True)
+class OneOf(Rule):
+    column: str
+    allowed: tuple[Any, ...] = ()
+
+    def violations(self, table: pa.Table) -> Mask:
+        column = table[self.column]
+        allowed = pa.array(self.allowed, column.type)
+        return _mask(pc.and_(pc.is_valid(column), pc.invert(pc.is_in(column, allowed))))
+
+    def reasons(self, table: pa.Table, rows: Sequence[int]) -> list[str]:
+        allowed = ", ".join(str(a) for a in self.allowed)
+        return [f"{self.column} {v!r} is not one of {allowed}" for v in _values(table, self.column, rows)]
+
+
+@dataclass(frozen=True, init=False)
+class Unique(Rule):
+    """No two rows share the key: every occurrence after the first (in file order) is a duplicate."""
+
+    key: tuple[str, ...]
+
+    def __init__(self, *key: str) -> None:
+        object.__setattr__(self, "key", key)
+
+    def violations(self, table: pa.Table) -> Mask:
+        keys = table.select(list(self.key))
+        position = pa.array(np.arange(table.num_rows, dtype=np.int64))
+        complete = np.ones(table.num_rows, dtype=np.bool_)
+        for name in self.key:
+            complete &= _mask(pc.is_valid(keys[name]))
+        keyed = keys.append_column("_row", position).filter(pa.array(complete))
+        firsts = keyed.group_by(list(self.key), use_threads=False).aggregate([("_row", "min")])["_row_min"]
+        bad = complete.copy()
+        bad[firsts.to_numpy()] = False
+        return bad
+
+    def reasons(self, table: pa.Table, rows: Sequence[int]) -> list[str]:
+        if len(self.key) == 1:
+            return [f"duplicate {self.key[0]} {v}" for v in _values(table, self.key[0], rows)]
+        names = f"({', '.join(self.key)})"
+        values = zip(*(_values(table, c, rows) for c in self.key), strict=True)
+        return [f"duplicate {names} ({', '.join(str(v) for v in vs)})" for vs in values]
+
+
+# The landing contract beyond types, per dataset. Every dataset also gets, from SCHEMAS: each non-nullable column
+# is Required, and each money column (*_cents) is at least 0 (see rules_for).
+RULES: dict[str, tuple[Rule, ...]] = {
+    "customers": (Unique("customer_id"),),
+    "merchants": (
+        Unique("merchant_id"),
+        OneOf("category", CATEGORIES),
+        OneOf("region", REGIONS),
+    ),
+    "applications": (
+        Unique("application_id"),
+        OneOf("term_months", TERMS_MONTHS),
+        Between("credit_score", 300, 850),
+        OneOf("risk_band", RISK_BANDS),
+        OneOf("decision", DECISIONS),
+        OneOf("decline_reason", DECLINE_REASONS),
+        Between("offered_apr_bps", 0, MAX_APR_BPS),
+    ),
+    "loans": (
+        Unique("loan_id"),
+        Between("principal_cents", low=1),
+        OneOf("term_months", TERMS_MONTHS),
+        Between("apr_bps", 0, MAX_APR_BPS),
+        OneOf("risk_band", RISK_BANDS),
+    ),
+    "repayment_schedule": (Unique("loan_id", "schedule_version", "installment_number"),),
+    "payments": (
+        Unique("payment_id"),
+        OneOf("payment_status", PAYMENT_STATUSES),
+        Between("amount_cents", low=1, unless=("payment_status", ("missed",))),
+        OneOf("reversal_reason", REVERSAL_REASONS),
+    ),
+    "refunds": (
+        Unique("refund_id"),
+        OneOf("refund_type", REFUND_TYPES),
+        OneOf("reason", REFUND_REASONS),
+    ),
+    "charge_offs": (Unique("loan_id"),),  # a loan is charged off once
+    "recoveries": (
+        Unique("recovery_id"),
+        OneOf("channel", RECOVERY_CHANNELS),
+    ),
+}
+
+
+def rules_for(dataset: str) -> tuple[Rule, ...]:
+    schema = SCHEMAS[dataset]
+    required = tuple(Required(f.name) for f in schema if not f.nullable)
+    money = tuple(Between(f.name, low=0) for f in schema if f.name.endswith("_cents"))
+    return (*required, *money, *RULES[dataset])
+
+
+# -- parsing --------------------------------------------------------------------------------------------------------
+
+
+_CAST_ERRORS = (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError)
+_ONE_BY_ONE = 16  # below this many values, casting each is cheaper than splitting further
+
+
+def _bisect_cast(array: pa.Array, target: pa.DataType) -> tuple[pa.Array, list[int]]:
+    """Cast, splitting the array in halves until the values that fail are isolated."""
+    failed: list[int] = []
+    pieces: list[pa.Array] = []
+
+    def cast_span(start: int, length: int) -> None:
+        try:
+            pieces.append(array.slice(start, length).cast(target))
+            return
+        except _CAST_ERRORS:
+            pass
+        if length > _ONE_BY_ONE:
+            half = length // 2
+            cast_span(start, half)
+            cast_span(start + half, length - half)
+            return
+        for row in range(start, start + length):
+            try:
+                pieces.append(array.slice(row, 1).cast(target))
+            except _CAST_ERRORS:
+                failed.append(row)
+                pieces.append(pa.nulls(1, target))
+
+    cast_span(0, len(array))
+    return pa.concat_arrays(pieces), failed
+
+
+def cast_values(column: pa.ChunkedArray | pa.Array, target: pa.DataType) -> tuple[pa.Array, list[int]]:
+    """Cast a column to ``target`` value by value: the cast column (null where a value failed) and the failed rows.
+
+    The whole column is cast at once when it can be. Otherwise its distinct values are cast, split in halves until
+    the ones that fail are isolated: a few bad values among a million cost a few dozen casts, and a column of one
+    repeated junk value ("n/a") costs one.
+    """
+    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    try:
+        return array.cast(target), []
+    except pa.ArrowNotImplementedError:
+        # No cast exists between the two types: every value fails, and bisecting would only say so n times.
+        valid = np.asarray(array.is_valid().to_numpy(zero_copy_only=False), dtype=np.bool_)
+        return pa.nulls(len(array), target), [int(i) for i in np.flatnonzero(valid)]
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        pass
+    try:
+        encoded = array.dictionary_encode()
+    except pa.ArrowNotImplementedError:
+        return _bisect_cast(array, target)
+    distinct, failed_distinct = _bisect_cast(encoded.dictionary, target)
+    failed = pc.is_in(encoded.indices, pa.array(failed_distinct, encoded.indices.type))
+    return distinct.take(encoded.indices), [int(i) for i in np.flatnonzero(_mask(failed))]
+
+
+@dataclass
+class ParsedDataset:
+    """One landing file split into rows that load (typed to the contract) and rows that are quarantined."""
+
+    dataset: str
+    rows: pa.Table  # the loading rows, SCHEMAS[dataset] columns (nullable)
+    quarantined: dict[int, list[str]] = field(default_factory=dict)  # row number in the file -> reasons
+    records: dict[int, str] = field(default_factory=dict)  # row number -> the row as delivered, as JSON
+    ignored_columns: list[str] = field(default_factory=list)
+
+
+def parse_dataset(dataset: str, landed: pa.Table) -> ParsedDataset:
+    """Type the landed rows to the contract and apply its rules; needs every contract column present."""
+    schema = SCHEMAS[dataset]
+    reasons: dict[int, list[str]] = {}
+    unparsed: set[tuple[int, str]] = set()  # (row, column) whose value failed to parse
+    columns = []
+    for contract in schema:
+        column = landed[contract.name]
+        if column.type == contract.type:
+            columns.append(column.combine_chunks())
+            continue
+        cast, failed = cast_values(column, contract.type)
+        columns.append(cast)
+        for row, value in zip(failed, _values(landed, contract.name, failed), strict=True):
+            reasons.setdefault(row, []).append(f"{contract.name}: cannot parse {value!r} as {contract.type}")
+            unparsed.add((row, contract.name))
+    typed = pa.Table.from_arrays(columns, schema=pa.schema([f.with_nullable(True) for f in schema]))
+    for rule in rules_for(dataset):
+        rows = [int(r) for r in np.flatnonzero(rule.violations(typed))]
+        if isinstance(rule, Required):
+            # A value that failed to parse is null now; its parse error is the reason, not "required".
+            rows = [r for r in rows if (r, rule.column) not in unparsed]
+        for row, reason in zip(rows, rule.reasons(typed, rows), strict=True):
+            reasons.setdefault(row, []).append(reason)
+    bad = sorted(reasons)
+    keep = np.ones(landed.num_rows, dtype=np.bool_)
+    keep[bad] = False
+    delivered = landed.take(pa.array(bad, pa.int64())).to_pylist() if bad else []
+    return ParsedDataset(
+        dataset=dataset,
+        rows=typed.filter(pa.array(keep)),
+        quarantined={row: reasons[row] for row in bad},
+        records={row: json.dumps(record, default=str) for row, record in zip(bad, delivered, strict=True)},
+        ignored_columns=sorted(set(landed.column_names) - set(schema.names)),
+    )
+
+
+# -- the drop ---------------------------------------------------------------------------------------------------
+
+
+def latest_complete_drop(landing: LandingZone, location: str, business_date: date) -> DropInfo:
+    versions = complete_versions(landing, business_date)
+    if not versions:
+        raise dg.Failure(
+            description=(
+                f"No complete drop exists for business date {business_date} at {location} (no version under "
+                f"{DATASET_VERSION}/business_date={business_date.isoformat()}/ has a manifest): the landing is late "
+                "or missing."
+            ),
+            metadata={"landing": location, "business_date": business_date.isoformat()},
+        )
+    prefix = drop_prefix(business_date, versions[-1])
+    try:
+        return DropInfo.from_manifest(read_manifest(landing, business_date, versions[-1]))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise dg.Failure(
+            description=f"The manifest of drop {prefix} at {location} cannot be read: {exc!r}; nothing was written.",
+            metadata={"landing": location, "drop": prefix},
+        ) from exc
+
+
+def _verify_file(landing: LandingZone, entry: FileInfo) -> tuple[pa.Table | None, list[str]]:
+    """The file's rows if it is exactly what the manifest describes, else the ways it differs."""
+    where = f"{entry.dataset} ({entry.key})"
+    if not landing.exists(entry.key):
+        return None, [f"{where}: the file is missing"]
+    data = landing.read_bytes(entry.key)
+    digest = sha256_hex(data)
+    differences = []
+    if len(data) != entry.size_bytes:
+        differences.append(f"size {len(data)} bytes, the manifest says {entry.size_bytes}")
+    if digest != entry.sha256:
+        differences.append(f"sha256 {digest}, the manifest says {entry.sha256}")
+    if differences:
+        return None, [f"{where}: {'; '.join(differences)} (truncated or corrupted)"]
+    try:
+        table = pq.read_table(pa.BufferReader(data))
+    except (pa.ArrowInvalid, OSError) as exc:
+        return None, [f"{where}: not readable as Parquet: {exc}"]
+    problems = []
+    if table.num_rows != entry.rows:
+        problems.append(
+            f"{entry.dataset}: the manifest says {entry.rows} rows, the file has {table.num_rows} ({entry.key})"
+        )
+    problems += [
+        f"{entry.dataset}: column {name!r} is missing from {entry.key}"
+        for name in SCHEMAS[entry.dataset].names
+        if name not in table.column_names
+    ]
+    return table, problems
+
+
+def verify_drop(landing: LandingZone, location: str, drop: DropInfo) -> dict[str, pa.Table]:
+    """Every dataset's landed rows, once the whole drop matches its manifest; else a Failure listing every problem."""
+    listed = [f.dataset for f in drop.files]
+    problems = [f"{d}: the manifest lists no file for it" for d in DATASETS if d not in listed]
+    problems += [f"{d}: not a dataset of the contract" for d in sorted(set(listed) - set(DATASETS))]
+    problems += [f"{d}: listed {listed.count(d)} times" for d in sorted({d for d in listed if listed.count(d) > 1})]
+    tables: dict[str, pa.Table] = {}
+    for entry in drop.files:
+        if entry.dataset not in DATASETS:
+            continue
+        table, file_problems = _verify_file(landing, entry)
+        problems += file_problems
+        if table is not None:
+            tables[entry.dataset] = table
+    if problems:
+        raise dg.Failure(
+            description=(
+                f"Drop {drop.prefix} at {location} does not match its manifest; nothing was written:\n"
+                + "\n".join(f"- {p}" for p in problems)
+            ),
+            metadata={"landing": location, "drop": drop.prefix, "problems": problems},
+        )
+    return tables
+
+
+def raw_rows(parsed: ParsedDataset, business_date: date, version: int) -> pa.Table:
+    rows = parsed.rows
+    return rows.add_column(0, "drop_version", pa.array(np.full(rows.num_rows, version, np.int32))).add_column(
+        0, PARTITION, pa.array([business_date] * rows.num_rows, pa.date32())
+    )
+
+
+def quarantine_rows(parsed: Sequence[ParsedDataset], business_date: date, version: int) -> pa.Table:
+    rows = [
+        {
+            PARTITION: business_date,
+            "drop_version": version,
+            "dataset": p.dataset,
+            "row_number": row,
+            "reason": "; ".join(reasons),
+            "record": p.records[row],
+        }
+        for p in parsed
+        for row, reasons in p.quarantined.items()
+    ]
+    return pa.Table.from_pylist(rows, schema=RAW_QUARANTINE.schema)
+
+
+# -- the asset ------------------------------------------------------------------------------------------------------
+
+
+def _spec(table: LakeTable) -> dg.AssetSpec:
+    # What lake_asset puts on a single-table asset, so the catalog shows raw tables like every other lake table.
+    return dg.AssetSpec(
+        key=table.asset_key,
+        description=table.description or None,
+        group_name="raw",
+        kinds={"iceberg"},
+        tags={COMPUTE_PROFILE_TAG: DEFAULT_PROFILE},
+        metadata={
+            "iceberg/table": table.identifier,
+            "dagster/table_name": table.identifier,
+            "dagster/column_schema": column_schema(table),
+            "iceberg/partition_column": table.partition_column or "",
+        },
+    )
+
+
+def _lineage(context: dg.AssetExecutionContext, table: LakeTable) -> Lineage:
+    # Lineage.from_context reads context.asset_key, which a multi-asset does not have: name each table's asset.
+    return Lineage(
+        run_id=context.run_id, asset_key=table.asset_key.to_user_string(), partition_keys=(context.partition_key,)
+    )
+
+
+@dg.multi_asset(
+    name="raw_landing_drop",
+    description="Load a business day's landing drop into raw.* tables; rows failing the contract go to quarantine.",
+    specs=[*(_spec(RAW_TABLES[d]) for d in DATASETS), _spec(RAW_QUARANTINE)],
+    check_specs=[
+        dg.AssetCheckSpec(
+            ROWS_MATCH_MANIFEST,
+            asset=RAW_TABLES[d].asset_key,
+            blocking=True,
+            description="Rows loaded plus rows quarantined equal the rows the drop's manifest announced.",
+        )
+        for d in DATASETS
+    ],
+    partitions_def=LENDING_PARTITIONS,
+    backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=1),
+    can_subset=False,
+    pool=RAW_LANDING_POOL,
+    op_tags=profile_tags(DEFAULT_PROFILE),
+)
+def raw_landing_drop(
+    context: dg.AssetExecutionContext, lake: IcebergLakeResource, landing: LandingZoneResource
+) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
+    key = context.partition_key
+    business_date = date.fromisoformat(key)
+    zone, location = landing.zone(), landing.location()
+    drop = latest_complete_drop(zone, location, business_date)
+    landed = verify_drop(zone, location, drop)
+    parsed = [parse_dataset(d, landed[d]) for d in DATASETS]
+    context.log.info(
+        f"{drop.prefix}: "
+        + ", ".join(f"{p.dataset} {p.rows.num_rows} loaded/{len(p.quarantined)} quarantined" for p in parsed)
+    )
+    for p in parsed:
+        if p.ignored_columns:
+            context.log.warning(f"{p.dataset}: columns outside the contract are not loaded: {p.ignored_columns}")
+
+    # One commit per table: a run that dies midway leaves some tables on the new version and yields no check
+    # results for the rest; re-running the partition completes it (every write replaces the partition).
+    loaded: dict[str, int] = {}
+    for p in parsed:
+        table = RAW_TABLES[p.dataset]
+        result = lake.write_arrow(
+            table,
+            raw_rows(p, business_date, drop.version),
+            partition_keys=[key],
+            lineage=_lineage(context, table),
+        )
+        loaded[p.dataset] = result.rows
+        reasons = [r for rs in list(p.quarantined.values())[:MAX_REASONS_IN_METADATA] for r in rs]
+        yield dg.MaterializeResult(
+            asset_key=table.asset_key,
+            metadata={
+                **result.metadata(),
+                "landing/drop": drop.prefix,
+                "landing/drop_version": drop.version,
+                "landing/manifest_rows": drop.rows(p.dataset),
+                "landing/quarantined_rows": len(p.quarantined),
+                "landing/quarantine_sample": dg.MetadataValue.json(reasons),
+                "landing/ignored_columns": dg.MetadataValue.json(p.ignored_columns),
+            },
+        )
+
+    # Replaced even when empty: a fixed re-delivery must clear the quarantine rows of the version before it.
+    quarantine = quarantine_rows(parsed, business_date, drop.version)
+    kept = lake.write_arrow(RAW_QUARANTINE, quarantine, partition_keys=[key], lineage=_lineage(context, RAW_QUARANTINE))
+    yield dg.MaterializeResult(
+        asset_key=RAW_QUARANTINE.asset_key,
+        metadata={
+            **kept.metadata(),
+            "landing/drop": drop.prefix,
+            "landing/drop_version": drop.version,
+            **{f"quarantined/{p.dataset}": len(p.quarantined) for p in parsed},
+        },
+    )
+
+    # Counted from the commits (rows the snapshots added), not from what this step meant to write.
+    quarantine_committed = kept.rows == quarantine.num_rows
+    for p in parsed:
+        manifest_rows, quarantined = drop.rows(p.dataset), len(p.quarantined)
+        yield dg.AssetCheckResult(
+            asset_key=RAW_TABLES[p.dataset].asset_key,
+            check_name=ROWS_MATCH_MANIFEST,
+            passed=quarantine_committed and loaded[p.dataset] + quarantined == manifest_rows,
+            metadata={
+                "manifest_rows": manifest_rows,
+                "loaded_rows": loaded[p.dataset],
+                "quarantined_rows": quarantined,
+                "quarantine_committed": quarantine_committed,
+                "drop_version": drop.version,
+            },
+        )
+
+
+raw_assets = [raw_landing_drop]
