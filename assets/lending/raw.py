@@ -55,6 +55,7 @@ from assets.lending.world import (
 from batch_platform.assets import column_schema
 from batch_platform.compute import COMPUTE_PROFILE_TAG, DEFAULT_PROFILE, profile_tags
 from batch_platform.lake import IcebergLakeResource, LakeTable, Lineage
+from batch_platform.partitions import partition_keys
 
 # One step writes every raw table, so they share one pool (limit 1 by default): two runs never replace the same
 # raw partition at once. The tables' own pools have no other writer.
@@ -308,6 +309,18 @@ class ParsedDataset:
     ignored_columns: list[str] = field(default_factory=list)
 
 
+# Clear PII lives in raw.customers only; a quarantined customer row keeps its row number in the landing file, where
+# an operator with access to the landing zone can read the delivered values.
+PII_COLUMNS = {
+    "customers": ("first_name", "last_name", "email", "phone", "date_of_birth", "national_id", "street_address")
+}
+
+
+def _redacted(dataset: str, record: dict[str, Any]) -> dict[str, Any]:
+    pii = PII_COLUMNS.get(dataset, ())
+    return {k: ("<redacted pii>" if k in pii and v is not None else v) for k, v in record.items()}
+
+
 def parse_dataset(dataset: str, landed: pa.Table) -> ParsedDataset:
     """Type the landed rows to the contract and apply its rules; needs every contract column present."""
     schema = SCHEMAS[dataset]
@@ -340,7 +353,9 @@ def parse_dataset(dataset: str, landed: pa.Table) -> ParsedDataset:
         dataset=dataset,
         rows=typed.filter(pa.array(keep)),
         quarantined={row: reasons[row] for row in bad},
-        records={row: json.dumps(record, default=str) for row, record in zip(bad, delivered, strict=True)},
+        records={
+            row: json.dumps(_redacted(dataset, record), default=str) for row, record in zip(bad, delivered, strict=True)
+        },
         ignored_columns=sorted(set(landed.column_names) - set(schema.names)),
     )
 
@@ -469,10 +484,30 @@ def _spec(table: LakeTable) -> dg.AssetSpec:
 
 
 def _lineage(context: dg.AssetExecutionContext, table: LakeTable) -> Lineage:
-    # Lineage.from_context reads context.asset_key, which a multi-asset does not have: name each table's asset.
-    return Lineage(
-        run_id=context.run_id, asset_key=table.asset_key.to_user_string(), partition_keys=(context.partition_key,)
+    return Lineage.from_context(context, asset_key=table.asset_key)
+
+
+@dataclass(frozen=True)
+class _LoadedDay:
+    business_date: date
+    drop: DropInfo
+    parsed: dict[str, ParsedDataset]
+
+
+def _load_day(context: dg.AssetExecutionContext, landing: LandingZoneResource, key: str) -> _LoadedDay:
+    business_date = date.fromisoformat(key)
+    zone, location = landing.zone(), landing.location()
+    drop = latest_complete_drop(zone, location, business_date)
+    landed = verify_drop(zone, location, drop)
+    parsed = {d: parse_dataset(d, landed[d]) for d in DATASETS}
+    context.log.info(
+        f"{drop.prefix}: "
+        + ", ".join(f"{p.dataset} {p.rows.num_rows} loaded/{len(p.quarantined)} quarantined" for p in parsed.values())
     )
+    for p in parsed.values():
+        if p.ignored_columns:
+            context.log.warning(f"{p.dataset}: columns outside the contract are not loaded: {p.ignored_columns}")
+    return _LoadedDay(business_date, drop, parsed)
 
 
 @dg.multi_asset(
@@ -489,7 +524,7 @@ def _lineage(context: dg.AssetExecutionContext, table: LakeTable) -> Lineage:
         for d in DATASETS
     ],
     partitions_def=LENDING_PARTITIONS,
-    backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=1),
+    backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=23),
     can_subset=False,
     pool=RAW_LANDING_POOL,
     op_tags=profile_tags(DEFAULT_PROFILE),
@@ -497,73 +532,64 @@ def _lineage(context: dg.AssetExecutionContext, table: LakeTable) -> Lineage:
 def raw_landing_drop(
     context: dg.AssetExecutionContext, lake: IcebergLakeResource, landing: LandingZoneResource
 ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
-    key = context.partition_key
-    business_date = date.fromisoformat(key)
-    zone, location = landing.zone(), landing.location()
-    drop = latest_complete_drop(zone, location, business_date)
-    landed = verify_drop(zone, location, drop)
-    parsed = [parse_dataset(d, landed[d]) for d in DATASETS]
-    context.log.info(
-        f"{drop.prefix}: "
-        + ", ".join(f"{p.dataset} {p.rows.num_rows} loaded/{len(p.quarantined)} quarantined" for p in parsed)
-    )
-    for p in parsed:
-        if p.ignored_columns:
-            context.log.warning(f"{p.dataset}: columns outside the contract are not loaded: {p.ignored_columns}")
+    keys = sorted(partition_keys(context))
+    # Every drop of the run is verified before anything is written: one bad day fails the run with the lake as it was.
+    days = [_load_day(context, landing, key) for key in keys]
 
-    # One commit per table: a run that dies midway leaves some tables on the new version and yields no check
-    # results for the rest; re-running the partition completes it (every write replaces the partition).
+    # One commit per table for all the run's days: a run that dies midway leaves some tables on the new version and
+    # yields no check results for the rest; re-running the partitions completes it (every write replaces them).
     loaded: dict[str, int] = {}
-    for p in parsed:
-        table = RAW_TABLES[p.dataset]
-        result = lake.write_arrow(
-            table,
-            raw_rows(p, business_date, drop.version),
-            partition_keys=[key],
-            lineage=_lineage(context, table),
-        )
-        loaded[p.dataset] = result.rows
-        reasons = [r for rs in list(p.quarantined.values())[:MAX_REASONS_IN_METADATA] for r in rs]
+    for dataset in DATASETS:
+        table = RAW_TABLES[dataset]
+        rows = pa.concat_tables([raw_rows(d.parsed[dataset], d.business_date, d.drop.version) for d in days])
+        result = lake.write_arrow(table, rows, partition_keys=keys, lineage=_lineage(context, table))
+        loaded[dataset] = result.rows
+        quarantined = [q for d in days for q in d.parsed[dataset].quarantined.values()]
+        reasons = [r for rs in quarantined[:MAX_REASONS_IN_METADATA] for r in rs]
         yield dg.MaterializeResult(
             asset_key=table.asset_key,
             metadata={
                 **result.metadata(),
-                "landing/drop": drop.prefix,
-                "landing/drop_version": drop.version,
-                "landing/manifest_rows": drop.rows(p.dataset),
-                "landing/quarantined_rows": len(p.quarantined),
+                "landing/drops": dg.MetadataValue.json([d.drop.prefix for d in days]),
+                "landing/drop_versions": dg.MetadataValue.json({str(d.business_date): d.drop.version for d in days}),
+                "landing/manifest_rows": sum(d.drop.rows(dataset) for d in days),
+                "landing/quarantined_rows": len(quarantined),
                 "landing/quarantine_sample": dg.MetadataValue.json(reasons),
-                "landing/ignored_columns": dg.MetadataValue.json(p.ignored_columns),
+                "landing/ignored_columns": dg.MetadataValue.json(
+                    sorted({c for d in days for c in d.parsed[dataset].ignored_columns})
+                ),
             },
         )
 
     # Replaced even when empty: a fixed re-delivery must clear the quarantine rows of the version before it.
-    quarantine = quarantine_rows(parsed, business_date, drop.version)
-    kept = lake.write_arrow(RAW_QUARANTINE, quarantine, partition_keys=[key], lineage=_lineage(context, RAW_QUARANTINE))
+    quarantine = pa.concat_tables(
+        [quarantine_rows(list(d.parsed.values()), d.business_date, d.drop.version) for d in days]
+    )
+    kept = lake.write_arrow(RAW_QUARANTINE, quarantine, partition_keys=keys, lineage=_lineage(context, RAW_QUARANTINE))
     yield dg.MaterializeResult(
         asset_key=RAW_QUARANTINE.asset_key,
         metadata={
             **kept.metadata(),
-            "landing/drop": drop.prefix,
-            "landing/drop_version": drop.version,
-            **{f"quarantined/{p.dataset}": len(p.quarantined) for p in parsed},
+            "landing/drops": dg.MetadataValue.json([d.drop.prefix for d in days]),
+            **{f"quarantined/{ds}": sum(len(d.parsed[ds].quarantined) for d in days) for ds in DATASETS},
         },
     )
 
     # Counted from the commits (rows the snapshots added), not from what this step meant to write.
     quarantine_committed = kept.rows == quarantine.num_rows
-    for p in parsed:
-        manifest_rows, quarantined = drop.rows(p.dataset), len(p.quarantined)
+    for dataset in DATASETS:
+        manifest_rows = sum(d.drop.rows(dataset) for d in days)
+        quarantined_rows = sum(len(d.parsed[dataset].quarantined) for d in days)
         yield dg.AssetCheckResult(
-            asset_key=RAW_TABLES[p.dataset].asset_key,
+            asset_key=RAW_TABLES[dataset].asset_key,
             check_name=ROWS_MATCH_MANIFEST,
-            passed=quarantine_committed and loaded[p.dataset] + quarantined == manifest_rows,
+            passed=quarantine_committed and loaded[dataset] + quarantined_rows == manifest_rows,
             metadata={
                 "manifest_rows": manifest_rows,
-                "loaded_rows": loaded[p.dataset],
-                "quarantined_rows": quarantined,
+                "loaded_rows": loaded[dataset],
+                "quarantined_rows": quarantined_rows,
                 "quarantine_committed": quarantine_committed,
-                "drop_version": drop.version,
+                "drop_versions": dg.MetadataValue.json({str(d.business_date): d.drop.version for d in days}),
             },
         )
 

@@ -40,9 +40,11 @@ class Lineage:
     partition_keys: tuple[str, ...] = ()
 
     @classmethod
-    def from_context(cls, context: dg.AssetExecutionContext) -> Lineage:
+    def from_context(cls, context: dg.AssetExecutionContext, asset_key: dg.AssetKey | None = None) -> Lineage:
+        """Lineage of the step; a multi-asset names which of its assets the write is for."""
         keys = tuple(context.partition_keys) if context.has_partition_key_range or context.has_partition_key else ()
-        return cls(run_id=context.run_id, asset_key=context.asset_key.to_user_string(), partition_keys=keys)
+        key = asset_key or context.asset_key
+        return cls(run_id=context.run_id, asset_key=key.to_user_string(), partition_keys=keys)
 
     def summary(self, write_id: str) -> dict[str, str]:
         return {
