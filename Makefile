@@ -7,6 +7,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 export DAGSTER_HOME ?= $(CURDIR)/.data/dagster_home
 export BATCH_PLATFORM_DATA_DIR ?= $(CURDIR)/.data
+PII_KEY_FILE := $(BATCH_PLATFORM_DATA_DIR)/pii-hmac.key
+# The PII tokenizer's key is a secret, never in code: a random one per checkout, kept beside the local lake.
+WITH_PII_KEY = BATCH_PLATFORM_PII_KEY="$${BATCH_PLATFORM_PII_KEY:-$$(cat $(PII_KEY_FILE))}"
+DEMO_DAYS ?= 25
 
 .PHONY: setup demo ui test lint typecheck lock clean
 
@@ -19,17 +23,21 @@ $(VENV)/.synced: requirements.lock pyproject.toml $(BIN)/uv
 	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps -e .
 	touch $@
 
-setup: $(VENV)/.synced
+setup: $(VENV)/.synced $(PII_KEY_FILE)
 	@command -v java >/dev/null || [ -n "$$JAVA_HOME" ] || { echo "Java 17+ is required for Spark (apt-get install openjdk-17-jre-headless)"; exit 1; }
 	mkdir -p "$(DAGSTER_HOME)"
 	cp dagster.yaml "$(DAGSTER_HOME)/dagster.yaml"
 
+$(PII_KEY_FILE):
+	mkdir -p "$(dir $@)"
+	umask 077 && $(PYTHON) -c "import secrets; print(secrets.token_hex(32))" > "$@"
+
 demo: setup
-	$(BIN)/batch-platform demo --days 7
-	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+	$(WITH_PII_KEY) $(BIN)/batch-platform demo --days $(DEMO_DAYS)
+	$(WITH_PII_KEY) $(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
 
 ui: setup
-	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+	$(WITH_PII_KEY) $(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
 
 lint: setup
 	$(BIN)/ruff check .

@@ -4,47 +4,63 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from collections.abc import Sequence
-from datetime import date, timedelta
+
+import dagster as dg
 
 
 def _demo(args: argparse.Namespace) -> int:
-    """Materialize the asset group ``demo`` for the first days of its partitions, one run per day."""
-    import dagster as dg
+    """Land the demo drops, then materialize every asset for the first days of its partitions, one run per
+    partitions definition, as one run of a backfill would."""
+    from batch_platform.definitions import build_definitions, prepare_demo
 
-    from batch_platform.definitions import build_definitions
-
+    prepare_demo(args.days)
     defs = build_definitions()
-    assets = [a for a in defs.assets or [] if isinstance(a, dg.AssetsDefinition)]
-    demo = [a for a in assets if a.group_names_by_key and set(a.group_names_by_key.values()) == {args.group}]
-    if not demo:
-        print(f"demo: no assets in group {args.group!r}", file=sys.stderr)
-        return 2
-    partitions_def = demo[0].partitions_def
-    first = partitions_def.get_first_partition_key() if partitions_def else None
-    start = date.fromisoformat(args.start or first or date.today().isoformat())
-    keys = [(start + timedelta(days=i)).isoformat() for i in range(args.days)]
     instance = dg.DagsterInstance.get()  # the instance in $DAGSTER_HOME, so the UI shows these runs
-    for key in keys:
-        result = dg.materialize(demo, partition_key=key, instance=instance, resources=defs.resources)
+    by_partitioning: dict[str, list[dg.AssetsDefinition]] = {}
+    partitioning: dict[str, dg.PartitionsDefinition] = {}
+    for asset in defs.assets or []:
+        if isinstance(asset, dg.AssetsDefinition) and asset.partitions_def is not None:
+            name = str(asset.partitions_def)
+            by_partitioning.setdefault(name, []).append(asset)
+            partitioning[name] = asset.partitions_def
+    for name, assets in by_partitioning.items():
+        keys = partitioning[name].get_partition_keys()[: args.days]
+        result = dg.materialize(
+            assets,
+            instance=instance,
+            resources=defs.resources,
+            tags={"dagster/asset_partition_range_start": keys[0], "dagster/asset_partition_range_end": keys[-1]},
+            raise_on_error=False,
+        )
+        status = "materialized" if result.success else "FAILED"
+        print(f"demo: {status} {len(assets)} asset definitions for {keys[0]}..{keys[-1]} (run {result.run_id})")
         if not result.success:
-            print(f"demo: materialization of {key} failed", file=sys.stderr)
             return 1
-        print(f"demo: materialized {len(demo)} assets for {key} (run {result.run_id})")
     return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # Beta parameters (backfill_policy, pools) are deliberate; their warnings would drown the command's output.
+    warnings.filterwarnings("ignore", category=dg.BetaWarning)
+    warnings.filterwarnings("ignore", category=dg.PreviewWarning)
+    from batch_platform.definitions import domain_commands
+
+    commands = domain_commands()
     parser = argparse.ArgumentParser(prog="batch-platform", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
-    demo = commands.add_parser("demo", help="materialize the demo lake into the local Dagster instance")
-    demo.add_argument("--days", type=int, default=7, help="how many daily partitions to materialize")
-    demo.add_argument("--start", help="first partition (ISO date); default: the group's first partition")
-    demo.add_argument("--group", default="demo", help="asset group to materialize")
-    demo.set_defaults(func=_demo)
-    args = parser.parse_args(argv)
-    return int(args.func(args))
+    subcommands = parser.add_subparsers(dest="command", required=True)
+    demo = subcommands.add_parser("demo", help="land demo drops and materialize the demo lake into $DAGSTER_HOME")
+    demo.add_argument("--days", type=int, default=25, help="how many partitions of each asset to materialize")
+    for name, command in commands.items():
+        subcommands.add_parser(name, help=(command.__doc__ or "").strip().splitlines()[0], add_help=False)
+    args, rest = parser.parse_known_args(argv)
+    if args.command in commands:
+        return commands[args.command](rest)
+    if rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    return _demo(args)
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    sys.exit(main())

@@ -32,12 +32,14 @@ from assets.lending.landing import (
     FileInfo,
     LandingZone,
     complete_versions,
+    default_landing_dir,
     drop_prefix,
     read_drop,
     read_manifest,
     write_drop,
 )
 from assets.lending.schedule import business_days, epoch_day, is_business_day, previous_business_day
+from assets.lending.tables import LENDING_START
 from assets.lending.world import (
     DATASETS,
     EVENT_DATE_COLUMN,
@@ -71,7 +73,7 @@ __all__ = [
 
 # Bump when the behaviour model changes: a landing zone never mixes drops of two models (see _check_generator).
 MODEL_VERSION = 1
-DEFAULT_WORLD_START = date(2023, 1, 2)
+DEFAULT_WORLD_START = date.fromisoformat(LENDING_START)  # the lender the loan assets are partitioned for
 # Events held in memory at once: simulate generates this many payment rows' worth of days per pass.
 _PAYMENT_ROWS_PER_PASS = 4_000_000
 _STEADY_PAYMENTS_PER_SCALE = 9_000
@@ -260,12 +262,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--workers", type=int, default=1, help="processes generating each pass (same output)")
     args = parser.parse_args(argv)
-    if args.landing:
-        landing = LandingZone.from_uri(args.landing)
-    else:
-        from batch_platform.settings import data_dir
-
-        landing = LandingZone.local(data_dir() / "landing")
+    landing = LandingZone.from_uri(args.landing) if args.landing else LandingZone.local(default_landing_dir())
     config = SimulationConfig(seed=args.seed, start=args.world_start, scale=args.scale)
     if args.correct:
         drops = [write_correction(config, args.start, landing)]
