@@ -1,0 +1,28 @@
+"""The Spark resource's preconditions and defaults."""
+
+from __future__ import annotations
+
+import pytest
+
+from batch_platform.lake import JavaNotFoundError
+from batch_platform.spark import LOCAL_SPARK_CONFIG, REQUIRED_SPARK_CONFIG, SparkResource, ensure_java
+
+
+def test_missing_java_gives_a_clear_message_not_a_stack_trace_from_spark(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("JAVA_HOME", raising=False)
+    monkeypatch.setenv("PATH", "")
+    with pytest.raises(JavaNotFoundError, match="Spark needs Java 17 or newer"):
+        ensure_java()
+
+
+def test_a_java_home_without_java_is_reported(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("JAVA_HOME", str(tmp_path))
+    with pytest.raises(JavaNotFoundError):
+        ensure_java()
+
+
+def test_local_default_is_local_star_and_lake_settings_always_apply() -> None:
+    assert SparkResource().spark_config["spark.master"] == "local[*]"
+    assert LOCAL_SPARK_CONFIG["spark.master"] == "local[*]"
+    # Iceberg refuses INT96 timestamps: whatever a profile says, the session writes TIMESTAMP_MICROS.
+    assert REQUIRED_SPARK_CONFIG["spark.sql.parquet.outputTimestampType"] == "TIMESTAMP_MICROS"
