@@ -223,3 +223,14 @@ def test_nulls_in_a_not_null_column_are_refused_from_file_statistics(
             partition_keys=["2024-03-01"],
             lineage=Lineage("r", "test/loans"),
         )
+
+
+def test_an_empty_dataframe_empties_the_partition_without_committing_empty_files(
+    lake: IcebergLakeResource, spark: SparkSession
+) -> None:
+    lake.write_arrow(LOANS, _loans("2024-03-01", 4), partition_keys=["2024-03-01"], lineage=Lineage("r1", "t"))
+    empty = spark.createDataFrame([], "as_of_date date, loan_id string, principal decimal(18,2)")
+    result = lake.write_spark(spark, LOANS, empty, partition_keys=["2024-03-01"], lineage=Lineage("r2", "t"))
+    assert result.rows == 0 and result.files == 0
+    assert lake.read_arrow(LOANS, ["2024-03-01"]).num_rows == 0
+    assert all(task.file.record_count > 0 for task in lake.load(LOANS).scan().plan_files())

@@ -171,14 +171,14 @@ class IcebergLakeResource(dg.ConfigurableResource):
     ) -> WriteResult:
         """Second half of a Spark write: one transaction replaces the partitions with the staged files."""
         iceberg_table = self.load(table)
-        spark_io.check_not_null(iceberg_table.io, table, staged.files)
+        files = spark_io.check_staged_files(iceberg_table.io, table, staged.files, partition_keys)
         return commit_replace(
             lambda: self.load(table),
             table,
             partition_keys=partition_keys,
             lineage=lineage,
             write_id=write_id,
-            data_files=staged.files,
+            data_files=files,
             branch=branch,
             attempts=self.commit_attempts,
         )

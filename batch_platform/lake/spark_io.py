@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import date
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -101,14 +102,25 @@ def stage(
     """
     conformed = conform(df, table)
     target = to_spark_uri(staging_uri)
+    # Spark's writer does not read Iceberg table properties: apply the table's Parquet codec here.
+    codec = table.table_properties.get("write.parquet.compression-codec", "zstd")
     if table.partition_column is None:
-        conformed.write.mode("errorifexists").parquet(target)
+        conformed.write.mode("errorifexists").option("compression", codec).parquet(target)
         return StagedFiles(staging_uri, tuple(from_spark_uri(f) for f in _list_parquet_files(spark, target)), ())
+    if partition_keys is not None and len(partition_keys) == 1:
+        # One partition: write its folder directly. partitionBy would make Spark sort every row by the folder column
+        # (a partitioned write requires its input in that order) although all rows share one value; that sort held
+        # each task's rows in execution memory and was most of the lake's overhead over a plain write. The rows'
+        # partition value is checked from the footers before the commit (check_staged_files).
+        key = partition_keys[0]
+        conformed.write.mode("errorifexists").option("compression", codec).parquet(f"{target}/{_PART_DIR_COLUMN}={key}")
+        files = _list_parquet_files(spark, target)
+        return StagedFiles(staging_uri, tuple(from_spark_uri(f) for f in files), (key,))
     keyed = conformed.withColumn(_PART_DIR_COLUMN, F.date_format(F.col(table.partition_column), "yyyy-MM-dd"))
     if partition_keys is not None and len(partition_keys) > 1:
         # Many days in one write: gather each day into one task, so a day is a file rather than a file per task.
         keyed = keyed.repartition(max(len(partition_keys), spark.sparkContext.defaultParallelism), _PART_DIR_COLUMN)
-    keyed.write.mode("errorifexists").partitionBy(_PART_DIR_COLUMN).parquet(target)
+    keyed.write.mode("errorifexists").option("compression", codec).partitionBy(_PART_DIR_COLUMN).parquet(target)
     files = _list_parquet_files(spark, target)
     values = sorted({f.split(f"{_PART_DIR_COLUMN}=")[1].split("/")[0] for f in files})
     expected = set(partition_keys or ())
@@ -122,15 +134,29 @@ def stage(
     return StagedFiles(staging_uri, tuple(from_spark_uri(f) for f in files), tuple(values))
 
 
-def check_not_null(io: FileIO, table: LakeTable, files: Sequence[str]) -> None:
-    """Refuse staged files with nulls in NOT NULL columns, from the Parquet footers' statistics (no data read)."""
+def check_staged_files(
+    io: FileIO, table: LakeTable, files: Sequence[str], partition_keys: Sequence[str] | None
+) -> tuple[str, ...]:
+    """Check staged files from their Parquet footers' statistics (no data read); return the files to commit.
+
+    Refuses nulls in NOT NULL columns, and rows whose partition value is not one of the partitions being written:
+    committing them would add rows to a partition without replacing it, and so duplicate them. Files without rows
+    (Spark writes one for an empty DataFrame) are left out.
+    """
     required = not_null_columns(table)
-    if not required:
-        return
+    partition_column = table.partition_column
+    if not required and partition_column is None:
+        return tuple(files)
+    expected = {date.fromisoformat(k) for k in partition_keys or ()}
     nulls: dict[str, int] = {}
+    outside: set[str] = set()
+    keep: list[str] = []
     for path in files:
         with io.new_input(path).open() as stream:
             metadata = pq.ParquetFile(stream).metadata
+        if metadata.num_rows == 0:
+            continue
+        keep.append(path)
         names = metadata.schema.names
         for group in range(metadata.num_row_groups):
             row_group = metadata.row_group(group)
@@ -139,11 +165,28 @@ def check_not_null(io: FileIO, table: LakeTable, files: Sequence[str]) -> None:
                 if stats is None or not stats.has_null_count:
                     raise DataContractError(f"{table.identifier}: {path} has no null statistics for {column!r}")
                 nulls[column] = nulls.get(column, 0) + stats.null_count
+            if partition_column is not None:
+                stats = row_group.column(names.index(partition_column)).statistics
+                if stats is None or not stats.has_null_count:
+                    raise DataContractError(f"{table.identifier}: {path} has no statistics for {partition_column!r}")
+                if stats.null_count:
+                    outside.add("<null>")
+                if stats.has_min_max:
+                    # One value per file: add_files infers the file's partition from these statistics.
+                    outside.update(v.isoformat() for v in {stats.min, stats.max} if v not in expected)
+                    if stats.min != stats.max:
+                        outside.add(f"{stats.min.isoformat()}..{stats.max.isoformat()}")
     offending = {c: n for c, n in nulls.items() if n}
     if offending:
         raise DataContractError(
             f"{table.identifier}: NOT NULL columns have nulls {offending} (column: null rows); nothing was committed"
         )
+    if outside:
+        raise DataContractError(
+            f"{table.identifier}: the DataFrame has rows with {partition_column} in {sorted(outside)[:10]}, outside "
+            f"the partitions being written {sorted(partition_keys or ())[:10]}; nothing was committed"
+        )
+    return tuple(keep)
 
 
 def read(
