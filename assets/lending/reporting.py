@@ -12,7 +12,7 @@ Conventions shared by the three tables:
   each row keeps the balance identity outstanding = originated - repaid - refunded - charged off.
 """
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import dagster as dg
 from pyspark.sql import Column, DataFrame
@@ -30,7 +30,7 @@ from assets.lending.tables import (
 )
 from batch_platform.assets import lake_asset
 from batch_platform.audit import Audit, AuditOutcome, audit_check_specs, rows_satisfy, write_audit_publish
-from batch_platform.lake import IcebergLakeResource
+from batch_platform.lake import IcebergLakeResource, LakeTable
 from batch_platform.partitions import partition_keys
 from batch_platform.spark import SparkResource
 
@@ -196,56 +196,32 @@ MERCHANT_AUDITS = [
 # -- assets ---------------------------------------------------------------------------------------------------
 
 
-@lake_asset(
-    REPORTING_PORTFOLIO_DAILY,
-    partitions_def=LENDING_PARTITIONS,
-    deps=[CORE_LOAN_DAILY_STATUS.asset_key],
-    kinds=("spark", "iceberg"),
-    backfill_policy=BACKFILL_POLICY,
-    compute="medium",
-    check_specs=audit_check_specs(REPORTING_PORTFOLIO_DAILY, PORTFOLIO_AUDITS),
-)
-def portfolio_daily(
-    context: dg.AssetExecutionContext, lake: IcebergLakeResource, spark: SparkResource
-) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
-    session = spark.session_for(context)
-    status = lake.read_spark(session, CORE_LOAN_DAILY_STATUS, partition_keys(context))
-    df = portfolio_daily_frame(status)
-    yield from write_audit_publish(context, lake, spark, REPORTING_PORTFOLIO_DAILY, df, PORTFOLIO_AUDITS)
+def reporting_asset(
+    table: LakeTable, audits: list[Audit], frame: Callable[[DataFrame], DataFrame], compute: str = "small"
+) -> dg.AssetsDefinition:
+    """A reporting table computed from core/loan_daily_status for the step's days, written through WAP."""
+
+    @lake_asset(
+        table,
+        partitions_def=LENDING_PARTITIONS,
+        deps=[CORE_LOAN_DAILY_STATUS.asset_key],
+        kinds=("spark", "iceberg"),
+        backfill_policy=BACKFILL_POLICY,
+        compute=compute,
+        check_specs=audit_check_specs(table, audits),
+    )
+    def _reporting_asset(
+        context: dg.AssetExecutionContext, lake: IcebergLakeResource, spark: SparkResource
+    ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
+        session = spark.session_for(context)
+        status = lake.read_spark(session, CORE_LOAN_DAILY_STATUS, partition_keys(context))
+        yield from write_audit_publish(context, lake, spark, table, frame(status), audits)
+
+    return _reporting_asset
 
 
-@lake_asset(
-    REPORTING_VINTAGE_CURVES,
-    partitions_def=LENDING_PARTITIONS,
-    deps=[CORE_LOAN_DAILY_STATUS.asset_key],
-    kinds=("spark", "iceberg"),
-    backfill_policy=BACKFILL_POLICY,
-    check_specs=audit_check_specs(REPORTING_VINTAGE_CURVES, VINTAGE_AUDITS),
-)
-def vintage_curves(
-    context: dg.AssetExecutionContext, lake: IcebergLakeResource, spark: SparkResource
-) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
-    session = spark.session_for(context)
-    status = lake.read_spark(session, CORE_LOAN_DAILY_STATUS, partition_keys(context))
-    df = vintage_curves_frame(status)
-    yield from write_audit_publish(context, lake, spark, REPORTING_VINTAGE_CURVES, df, VINTAGE_AUDITS)
-
-
-@lake_asset(
-    REPORTING_MERCHANT_PERFORMANCE,
-    partitions_def=LENDING_PARTITIONS,
-    deps=[CORE_LOAN_DAILY_STATUS.asset_key],
-    kinds=("spark", "iceberg"),
-    backfill_policy=BACKFILL_POLICY,
-    check_specs=audit_check_specs(REPORTING_MERCHANT_PERFORMANCE, MERCHANT_AUDITS),
-)
-def merchant_performance(
-    context: dg.AssetExecutionContext, lake: IcebergLakeResource, spark: SparkResource
-) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
-    session = spark.session_for(context)
-    status = lake.read_spark(session, CORE_LOAN_DAILY_STATUS, partition_keys(context))
-    df = merchant_performance_frame(status)
-    yield from write_audit_publish(context, lake, spark, REPORTING_MERCHANT_PERFORMANCE, df, MERCHANT_AUDITS)
-
+portfolio_daily = reporting_asset(REPORTING_PORTFOLIO_DAILY, PORTFOLIO_AUDITS, portfolio_daily_frame, "medium")
+vintage_curves = reporting_asset(REPORTING_VINTAGE_CURVES, VINTAGE_AUDITS, vintage_curves_frame)
+merchant_performance = reporting_asset(REPORTING_MERCHANT_PERFORMANCE, MERCHANT_AUDITS, merchant_performance_frame)
 
 reporting_assets = [portfolio_daily, vintage_curves, merchant_performance]
