@@ -1,0 +1,22 @@
+"""Core audits that need more than one table, evaluated on small Spark DataFrames."""
+
+from __future__ import annotations
+
+from datetime import date
+
+from pyspark.sql import SparkSession
+
+from assets.lending.core import references
+
+
+def test_a_payment_of_an_unknown_loan_fails_the_reference_audit_naming_the_loan(spark: SparkSession) -> None:
+    loans = spark.createDataFrame([(1,), (2,), (3,)], "loan_id long")
+    day = date(2023, 3, 1)
+    payments = spark.createDataFrame(
+        [(10, 1, day), (11, 2, day), (12, 99, day), (13, 99, day)], "payment_id long, loan_id long, business_date date"
+    )
+    audit = references("references_a_loan", "loan_id", lambda: loans, "loan_id", "every row references a loan")
+    outcome = audit.evaluate(payments)
+    assert outcome.failing_rows == 2
+    assert {row["loan_id"] for row in outcome.sample} == {99}
+    assert audit.evaluate(payments.where("loan_id < 99")).passed
