@@ -73,7 +73,11 @@ def references(name: str, column: str, parent: Callable[[], DataFrame], parent_c
     """Every row's ``column`` value exists in ``parent``: an orphan payment or refund must not reach main."""
 
     def evaluate(df: DataFrame) -> AuditOutcome:
-        orphans = df.join(parent().select(F.col(parent_column).alias(column)).distinct(), column, "left_anti")
+        # Probe the parent's history with the step's few distinct ids (broadcast) instead of shuffling the whole
+        # history into a join: the history only has to be scanned once, never moved.
+        wanted = F.broadcast(df.select(column).distinct())
+        known = parent().select(F.col(parent_column).alias(column)).join(wanted, column, "left_semi").distinct()
+        orphans = df.join(known, column, "left_anti")
         return AuditOutcome.from_failures(orphans.select(column, PARTITION))
 
     return Audit(name, description, evaluate)
