@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import bisect
 import importlib.util
+import itertools
 import os
 import platform
 import re
@@ -43,6 +44,7 @@ import psutil
 import pyarrow as pa
 import pyiceberg
 import pyspark
+from pyspark.sql import SparkSession
 
 from assets.lending.landing import LandingZone, LandingZoneResource, read_drop
 from assets.lending.schedule import TERMS_MONTHS, business_days, due_dates, epoch_day, previous_business_day
@@ -105,12 +107,22 @@ class Monitor:
         self.jvm_peak: dict[str, float] = {}
         self._times: list[float] = []
         self._cpu: list[float] = []
+        self._children: list[psutil.Process] = []
+        self._children_at = 0.0
+
+    def children(self) -> list[psutil.Process]:
+        """This process's descendants, listed at most once a second: listing reads every process of the machine,
+        which every 100 ms would cost this process a few percent of a core (and the GIL)."""
+        now = time.monotonic()
+        if now - self._children_at > 1.0:
+            self._children, self._children_at = self._me.children(recursive=True), now
+        return self._children
 
     def jvm(self) -> psutil.Process | None:
         """The Spark JVM: in local mode PySpark starts it as a child of this process."""
         if self._jvm is not None and self._jvm.is_running():
             return self._jvm
-        for child in self._me.children(recursive=True):
+        for child in self.children():
             try:
                 if child.name() == "java":
                     self._jvm = child
@@ -122,7 +134,7 @@ class Monitor:
     def _tree_cpu(self) -> float:
         own = self._me.cpu_times()
         total = own.user + own.system + own.children_user + own.children_system  # children_*: exited ones
-        for child in self._me.children(recursive=True):
+        for child in self.children():
             try:
                 times = child.cpu_times()
             except (psutil.NoSuchProcess, psutil.AccessDenied):
@@ -399,6 +411,7 @@ class StepTiming:
     failed_checks: list[str] = field(default_factory=list)
     error: str | None = None
     cpu_s: float | None = None
+    segment_cpu_s: list[float | None] = field(default_factory=list)  # one per segments() entry
 
     @property
     def seconds(self) -> float | None:
@@ -478,6 +491,8 @@ def step_timings(instance: dg.DagsterInstance, run_id: str, monitor: Monitor) ->
     for step in steps.values():
         if step.start is not None and step.end is not None:
             step.cpu_s = monitor.cpu_between(step.start, step.end)
+            cuts = [step.start, *(m.at for m in step.marks), step.end][: len(step.segments()) + 1]
+            step.segment_cpu_s = [monitor.cpu_between(a, b) for a, b in itertools.pairwise(cuts)]
     return sorted(steps.values(), key=lambda s: s.start or float("inf"))
 
 
@@ -664,7 +679,8 @@ def day_rows(result: DayResult) -> list[list[str]]:
         cpu = [s.cpu_s for s in run.steps if s.cpu_s is not None]
         lines.append(
             [
-                f"**{run.label} run** ({len(run.steps)} steps; run wall {run.wall_s:.1f} s)",
+                f"**{run.label} run** ({len(run.steps)} step{'' if len(run.steps) == 1 else 's'}; "
+                f"run wall {run.wall_s:.1f} s)",
                 f"{rows:,}",
                 _n(steps_s, 2),
                 _rate(rows, steps_s),
@@ -683,16 +699,22 @@ def breakdown_rows(runs: Sequence[RunTiming]) -> list[list[str]]:
             segments = step.segments()
             if not segments:
                 continue
-            merged: list[tuple[str, float]] = []
-            for label, seconds in segments:
+            cpu = step.segment_cpu_s or [None] * len(segments)
+            merged: list[tuple[str, float, float | None]] = []
+            for (label, seconds), cpu_s in zip(segments, cpu, strict=True):
                 # The raw step's manifest checks arrive together at the end: one entry for all of them.
                 if merged and label == merged[-1][0]:
-                    merged[-1] = (label, merged[-1][1] + seconds)
+                    previous = merged[-1]
+                    both = None if previous[2] is None or cpu_s is None else previous[2] + cpu_s
+                    merged[-1] = (label, previous[1] + seconds, both)
                 else:
-                    merged.append((label, seconds))
+                    merged.append((label, seconds, cpu_s))
             if merged and merged[0][0].startswith("audit "):
-                merged[0] = (f"read + transform + write branch + {merged[0][0]}", merged[0][1])
-            text = "; ".join(f"{label} {seconds:.2f}" for label, seconds in merged)
+                merged[0] = (f"read + transform + write branch + {merged[0][0]}", *merged[0][1:])
+            text = "; ".join(
+                f"{label} {seconds:.2f}" + (f" ({cpu_s:.1f} CPU)" if cpu_s is not None and seconds >= 1 else "")
+                for label, seconds, cpu_s in merged
+            )
             lines.append([_step_name(step), _n(step.seconds, 2), text])
     return lines
 
@@ -779,6 +801,18 @@ def notes(result: DayResult) -> list[str]:
         out.append(
             f"The first Spark step ({_step_name(first)}, {first.seconds:.1f} s) also pays the JVM's warm-up (class "
             "loading, JIT); the session itself was started before the runs."
+        )
+    publish = {_step_name(st): sec for st in core_steps for label, sec in st.segments() if label == "publish"}
+    with_history = {k: v for k, v in publish.items() if k in (CORE_LOANS.asset_key.to_user_string(), "core/merchants")}
+    fresh = sorted(v for k, v in publish.items() if k not in with_history)
+    if with_history and fresh:
+        out.append(
+            "Commits get slower as a table's history grows (pyiceberg copies the whole table metadata, every "
+            "snapshot, on each commit): publishing to "
+            + " and ".join(f"{k} took {v:.2f} s" for k, v in with_history.items())
+            + f" with {result.seeded.business_days} days of history, against a median {fresh[len(fresh) // 2]:.2f} s "
+            "for the tables this run created; a write-audit-publish step commits four times (branch, write, publish, "
+            "branch removal)."
         )
     customers = next((s for s in core_steps if "core/customers" in s.rows), None)
     if customers is not None and customers.seconds:
@@ -1013,7 +1047,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     warnings.filterwarnings("ignore", category=dg.PreviewWarning)
     # PySpark warns on every PII UDF that without pandas it cannot use Arrow; the notes report it once.
     warnings.filterwarnings("ignore", module="pyspark.sql.udf")
-    command = "python -m benchmarks.lending_day " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = " ".join([".venv/bin/python -m benchmarks.lending_day", *(argv if argv is not None else sys.argv[1:])])
+    scratch = Path(tempfile.mkdtemp(prefix="lending_day_bench_"))
     spark = SparkResource(
         spark_config={
             "spark.master": "local[*]",
@@ -1023,12 +1058,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             "spark.driver.memory": args.driver_memory,
             "spark.sql.shuffle.partitions": str(args.shuffle_partitions),
             "spark.sql.adaptive.enabled": "true",
+            # Shuffle files, spills and checkpoints inside the scratch folder, so that they go with it.
+            "spark.local.dir": str(scratch / "spark"),
         }
     )
     monitor = Monitor()
     load_start = load_average()
     monitor.start()
-    scratch = Path(tempfile.mkdtemp(prefix="lending_day_bench_"))
     book: BookResult | None = None
     try:
         result = run_day(spark, scratch, monitor, args.scale, args.date, args.loan_history == "full")
@@ -1039,6 +1075,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         env = environment(spark)
     finally:
         monitor.stop()
+        active = SparkSession.getActiveSession()
+        if active is not None:
+            active.stop()  # before its local dir goes
         shutil.rmtree(scratch, ignore_errors=True)
     load_end = load_average()
     print(text_table(DAY_HEADER, [[c.replace("**", "") for c in r] for r in day_rows(result)]))
@@ -1055,7 +1094,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         section = markdown_section(result, book, book_note, monitor, env, command, (load_start, load_end))
         update_markdown(args.output, section)
         print(f"\nwrote the lending_day section of {args.output}", file=sys.stderr)
-    spark.session.stop()
     ok = result.raw.success and result.core.success
     return 0 if ok else 1
 
