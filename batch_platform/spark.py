@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 
 import dagster as dg
 from dagster_pyspark import LazyPySparkResource
@@ -60,7 +61,9 @@ class SparkResource(LazyPySparkResource):
         if self._spark_session is None:
             ensure_java()
             builder = SparkSession.builder
-            for key, value in {**self.spark_config, **self._step_spark_config, **REQUIRED_SPARK_CONFIG}.items():
+            # Python UDF workers must run this interpreter (and its packages), not whatever python3 is on PATH.
+            settings = {"spark.pyspark.python": sys.executable, **self.spark_config, **self._step_spark_config}
+            for key, value in {**settings, **REQUIRED_SPARK_CONFIG}.items():
                 builder = builder.config(key, str(value))
             self._spark_session = builder.getOrCreate()
 
