@@ -21,12 +21,17 @@ def partition_keys(context: dg.AssetExecutionContext) -> list[str]:
     return []
 
 
-def business_day_partitions(start_date: str, *, timezone: str = BUSINESS_TIMEZONE) -> dg.TimeWindowPartitionsDefinition:
+def business_day_partitions(
+    start_date: str, *, timezone: str = BUSINESS_TIMEZONE, end_offset: int = 0
+) -> dg.TimeWindowPartitionsDefinition:
     """One partition per Monday-to-Friday business day, keyed by ISO date.
+
+    A business day's window runs to the next business day's midnight (Friday's to Monday's). ``end_offset=1`` makes
+    the day whose window is still open a partition, for data that lands the evening of its business day.
 
     The previous partition of a business day (``TimeWindowPartitionMapping(start_offset=-1, end_offset=-1)``) is
     the previous business day, which is what day-chained assets (a balance carried from yesterday) depend on.
     """
     return dg.TimeWindowPartitionsDefinition(
-        cron_schedule="0 0 * * 1-5", start=start_date, timezone=timezone, fmt="%Y-%m-%d"
+        cron_schedule="0 0 * * 1-5", start=start_date, timezone=timezone, fmt="%Y-%m-%d", end_offset=end_offset
     )

@@ -1,5 +1,12 @@
-"""Sensors. The automation issue adds the landing, restatement and run-failure sensors here."""
+"""Automation of the domain: sensors, schedules and the jobs they target. The composition root collects them."""
 
-from typing import Any
+from sensors.lending import (
+    lending_daily_job,
+    lending_daily_schedule,
+    lending_landing_sensor,
+    lending_restatement_sensor,
+)
 
-all_sensors: list[Any] = []
+all_sensors = [lending_landing_sensor, lending_restatement_sensor]
+all_schedules = [lending_daily_schedule]
+all_jobs = [lending_daily_job]

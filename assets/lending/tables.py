@@ -398,4 +398,7 @@ REPORTING_MERCHANT_PERFORMANCE = LakeTable(
 
 # -- partitions -------------------------------------------------------------------------------------------------
 
-LENDING_PARTITIONS = business_day_partitions(LENDING_START)
+# The lender's books close on New York time; a day's drop lands that evening, while its partition's window is
+# still open (end_offset=1), so it can be loaded the same night.
+LENDING_TIMEZONE = "America/New_York"
+LENDING_PARTITIONS = business_day_partitions(LENDING_START, timezone=LENDING_TIMEZONE, end_offset=1)
