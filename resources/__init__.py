@@ -4,19 +4,21 @@ PROD reads every setting from the run's environment when the run starts (``dg.En
 imported or the definitions load, so a code server loads PROD definitions without any of these variables. A run
 whose environment lacks one fails at resource initialisation with Dagster's message naming the variable.
 
-=================================  =========================================================================
-Variable                           Meaning (all must be present in the run's environment; empty = not used)
-=================================  =========================================================================
-``BATCH_PLATFORM_CATALOG_TYPE``    ``glue``, ``sql`` or ``rest``
-``BATCH_PLATFORM_CATALOG_URI``     SQLAlchemy URI (``postgresql+psycopg2://...``) for sql, endpoint for rest
-                                   (must not be empty for these two); empty for glue
-``BATCH_PLATFORM_WAREHOUSE``       ``s3://bucket/prefix`` (must not be empty)
-``BATCH_PLATFORM_AWS_REGION``      region of the Glue catalog and the bucket, e.g. ``eu-west-1``
-``BATCH_PLATFORM_S3_ENDPOINT``     S3 endpoint override for S3-compatible stores; empty on AWS
-``BATCH_PLATFORM_GLUE_ENDPOINT``   Glue endpoint override; empty on AWS
-``BATCH_PLATFORM_LANDING_URI``     landing zone of the loan drops, ``s3://bucket/prefix`` (must not be empty)
-``BATCH_PLATFORM_PII_KEY``         secret HMAC key for PII tokens (LOCAL too; from a Kubernetes Secret in PROD)
-=================================  =========================================================================
+====================================  =========================================================================
+Variable                              Meaning (all must be present in the run's environment; empty = not used)
+====================================  =========================================================================
+``BATCH_PLATFORM_CATALOG_TYPE``       ``glue``, ``sql`` or ``rest``
+``BATCH_PLATFORM_CATALOG_URI``        SQLAlchemy URI (``postgresql+psycopg2://...``) for sql, endpoint for rest
+                                      (must not be empty for these two); empty for glue
+``BATCH_PLATFORM_WAREHOUSE``          ``s3://bucket/prefix`` (must not be empty)
+``BATCH_PLATFORM_AWS_REGION``         region of the Glue catalog and the bucket, e.g. ``eu-west-1``
+``BATCH_PLATFORM_S3_ENDPOINT``        S3 endpoint override for S3-compatible stores; empty on AWS
+``BATCH_PLATFORM_GLUE_ENDPOINT``      Glue endpoint override; empty on AWS
+``BATCH_PLATFORM_LANDING_URI``        landing zone of the loan drops, ``s3://bucket/prefix`` (must not be empty)
+``BATCH_PLATFORM_PII_KEY``            secret HMAC key for PII tokens (LOCAL too; from a Kubernetes Secret in PROD)
+``BATCH_PLATFORM_ALERT_WEBHOOK_URL``  Slack-compatible incoming webhook for alerts (a Secret; the code server that
+                                      evaluates sensors needs it too)
+====================================  =========================================================================
 
 AWS credentials are not configured anywhere here: pyiceberg (boto3 and Arrow's S3 client) and Spark's S3A use the
 default AWS credential chain of the run's pod (IRSA web identity, environment, instance profile).
@@ -28,8 +30,10 @@ import os
 from typing import Any
 
 import dagster as dg
+from dagster_aws.s3 import S3Resource
 
 from assets.lending.landing import LandingZoneResource
+from batch_platform.alerts import LogFileAlerts, WebhookAlerts
 from batch_platform.lake import IcebergLakeResource
 from batch_platform.pii import PiiTokenizer
 from batch_platform.spark import LOCAL_SPARK_CONFIG, SparkResource
@@ -45,8 +49,9 @@ S3_ENDPOINT_ENV = "BATCH_PLATFORM_S3_ENDPOINT"
 GLUE_ENDPOINT_ENV = "BATCH_PLATFORM_GLUE_ENDPOINT"
 LANDING_URI_ENV = "BATCH_PLATFORM_LANDING_URI"
 PII_KEY_ENV = "BATCH_PLATFORM_PII_KEY"
+ALERT_WEBHOOK_URL_ENV = "BATCH_PLATFORM_ALERT_WEBHOOK_URL"
 # Read from Secret batch-platform-secrets in production, not from the ConfigMap.
-SECRET_ENV_VARS = (PII_KEY_ENV,)
+SECRET_ENV_VARS = (PII_KEY_ENV, ALERT_WEBHOOK_URL_ENV)
 PROD_ENV_VARS = (
     CATALOG_TYPE_ENV,
     CATALOG_URI_ENV,
@@ -56,6 +61,7 @@ PROD_ENV_VARS = (
     GLUE_ENDPOINT_ENV,
     LANDING_URI_ENV,
     PII_KEY_ENV,
+    ALERT_WEBHOOK_URL_ENV,
 )
 
 # The S3A connector that the production Spark image must carry in its jars folder (Maven is not reached at run
@@ -91,13 +97,25 @@ def prod_spark_config() -> dict[str, str]:
     }
 
 
+class LandingS3Resource(S3Resource):
+    """dagster-aws's S3 resource for listing the landing zone; an empty endpoint (an empty env var) means AWS's."""
+
+    def get_client(self) -> Any:
+        if self.endpoint_url == "":
+            return S3Resource.get_client(self.model_copy(update={"endpoint_url": None}))
+        return super().get_client()
+
+
 def local_resources() -> dict[str, Any]:
     # The PII key is a secret even on a laptop: `make setup` writes a random one to .data/ and exports it.
     return {
         "lake": IcebergLakeResource(),
         "spark": SparkResource(),
         "landing": LandingZoneResource(),
+        # Only used when the landing zone is an s3:// URI; a local landing folder never creates a client.
+        "s3": LandingS3Resource(),
         "pii": PiiTokenizer(key=dg.EnvVar(PII_KEY_ENV)),
+        "alerts": LogFileAlerts(),  # <data dir>/alerts/alerts.jsonl
     }
 
 
@@ -116,7 +134,9 @@ def prod_resources() -> dict[str, Any]:
         ),
         "spark": SparkResource(spark_config=prod_spark_config()),
         "landing": LandingZoneResource(uri=dg.EnvVar(LANDING_URI_ENV)),
+        "s3": LandingS3Resource(region_name=dg.EnvVar(AWS_REGION_ENV), endpoint_url=dg.EnvVar(S3_ENDPOINT_ENV)),
         "pii": PiiTokenizer(key=dg.EnvVar(PII_KEY_ENV)),
+        "alerts": WebhookAlerts(url=dg.EnvVar(ALERT_WEBHOOK_URL_ENV)),
     }
 
 
