@@ -7,8 +7,9 @@ from collections.abc import Callable, Sequence
 import dagster as dg
 
 from assets import all_assets
+from batch_platform.failure_sensor import build_run_failure_alert_sensor
 from resources import deployment_environment, resources_for
-from sensors import all_sensors
+from sensors import all_jobs, all_schedules, all_sensors
 
 DEMO_SCALE = "0.2"  # about 200 loan applications a business day: a lively book that materializes in minutes
 
@@ -16,7 +17,9 @@ DEMO_SCALE = "0.2"  # about 200 loan applications a business day: a lively book 
 def build_definitions(env: str | None = None) -> dg.Definitions:
     return dg.Definitions(
         assets=all_assets,
-        sensors=all_sensors,
+        sensors=[*all_sensors, build_run_failure_alert_sensor()],
+        schedules=all_schedules,
+        jobs=all_jobs,
         resources=resources_for(env or deployment_environment()),
     )
 
