@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import Any
 
 import dagster as dg
 
-from batch_platform.compute import COMPUTE_PROFILE_TAG, DEFAULT_PROFILE, ComputeProfile, get_profile, profile_tags
+from batch_platform.compute import (
+    COMPUTE_PROFILE_TAG,
+    DEFAULT_PROFILE,
+    ENGINE_TAG,
+    SPARK_ENGINE,
+    ComputeProfile,
+    get_profile,
+    profile_tags,
+)
 from batch_platform.lake.tables import LakeTable
 
 
@@ -30,7 +38,7 @@ def lake_asset(
     *,
     partitions_def: dg.PartitionsDefinition | None = None,
     deps: Iterable[dg.CoercibleToAssetDep] = (),
-    kinds: Iterable[str] = ("iceberg",),
+    kinds: Collection[str] = ("iceberg",),
     group_name: str | None = None,
     backfill_policy: dg.BackfillPolicy | None = None,
     op_tags: Mapping[str, Any] | None = None,
@@ -44,12 +52,16 @@ def lake_asset(
     The asset key is the table's ``namespace/name``, its group defaults to the namespace, and its writers share
     the table's concurrency pool, so two runs never write the same table (hence the same partition) at once.
 
+    An asset of kind ``spark`` is tagged as a Spark step, so its runs count against the instance's Spark run limit.
+
     ``compute`` names its compute profile (batch_platform.compute). It goes on the op tags, where dagster-k8s and
     ``SparkResource.session_for`` read it for every execution of the asset (UI materializations, backfills,
     jobs), and on the asset tags, so the catalog can be filtered by profile.
     """
     profile = get_profile(compute)
     compute_tags = profile_tags(profile)
+    if SPARK_ENGINE in kinds:
+        compute_tags[ENGINE_TAG] = SPARK_ENGINE
     clashes = sorted(set(compute_tags) & set(op_tags or {})) + sorted({COMPUTE_PROFILE_TAG} & set(tags or {}))
     if clashes:
         raise ValueError(f"{table.identifier}: set the compute profile with compute=, not the tags {clashes}")

@@ -29,6 +29,10 @@ COMPUTE_PROFILE_TAG = "batch-platform/compute-profile"
 # dagster-k8s's tag key (dagster_k8s.job.USER_DEFINED_K8S_CONFIG_KEY), repeated here so that loading the code
 # location does not import the Kubernetes client; a test checks the two agree.
 K8S_CONFIG_TAG = "dagster-k8s/config"
+# Op tag of steps that start a Spark session; the run coordinator copies it onto the run, where the instance's
+# ``tag_concurrency_limits`` cap how many Spark runs (drivers, and in local mode their JVMs) run at once.
+ENGINE_TAG = "batch-platform/engine"
+SPARK_ENGINE = "spark"
 
 # Where the image ships the Spark executor pod template (deploy/Dockerfile copies it there).
 EXECUTOR_POD_TEMPLATE_PATH = "/opt/batch_platform/spark/executor-pod-template.yaml"
@@ -293,24 +297,27 @@ def profile_of_run(instance: dg.DagsterInstance, run: dg.DagsterRun) -> ComputeP
     """
     if COMPUTE_PROFILE_TAG in run.tags:
         return get_profile(run.tags[COMPUTE_PROFILE_TAG])
-    if not run.execution_plan_snapshot_id:
-        return None
-    plan = instance.get_execution_plan_snapshot(run.execution_plan_snapshot_id)
-    selected = set(run.step_keys_to_execute) if run.step_keys_to_execute else None
     return largest(
-        profile
-        for step in plan.steps
-        if (selected is None or step.key in selected) and (profile := profile_of_tags(step.tags or {})) is not None
+        profile for tags in _selected_step_tags(instance, run) if (profile := profile_of_tags(tags)) is not None
     )
 
 
+def _selected_step_tags(instance: dg.DagsterInstance, run: dg.DagsterRun) -> list[Mapping[str, Any]]:
+    """The op tags of the steps the run executes, from its stored execution plan."""
+    if not run.execution_plan_snapshot_id:
+        return []
+    plan = instance.get_execution_plan_snapshot(run.execution_plan_snapshot_id)
+    selected = set(run.step_keys_to_execute) if run.step_keys_to_execute else None
+    return [step.tags or {} for step in plan.steps if selected is None or step.key in selected]
+
+
 def run_tags_for(instance: dg.DagsterInstance, run: dg.DagsterRun) -> dict[str, str]:
-    """Tags to add to a run so the K8sRunLauncher and the run queue see its profile; an explicit
-    ``dagster-k8s/config`` run tag (e.g. set in the launchpad) is kept as the user's override."""
+    """Tags to add to a run so the K8sRunLauncher and the run queue see its profile and whether it runs Spark; an
+    explicit ``dagster-k8s/config`` run tag (e.g. set in the launchpad) is kept as the user's override."""
     profile = profile_of_run(instance, run)
-    if profile is None:
-        return {}
-    tags = profile_tags(profile)
+    tags = profile_tags(profile) if profile is not None else {}
+    if any(step.get(ENGINE_TAG) == SPARK_ENGINE for step in _selected_step_tags(instance, run)):
+        tags[ENGINE_TAG] = SPARK_ENGINE
     return {k: v for k, v in tags.items() if k not in run.tags}
 
 

@@ -30,8 +30,10 @@ from batch_platform.compute import (
     COMPUTE_PROFILE_TAG,
     COMPUTE_PROFILES,
     DEFAULT_PROFILE,
+    ENGINE_TAG,
     EXECUTOR_CONTAINER_NAME,
     EXECUTOR_POD_TEMPLATE_PATH,
+    SPARK_ENGINE,
     SPOT_POOL,
     ComputeProfileRunCoordinator,
 )
@@ -159,7 +161,9 @@ def test_instance_queue_is_the_compute_profile_coordinator_with_the_profile_limi
     limits = {(limit["key"], limit.get("value")): limit["limit"] for limit in queue.tag_concurrency_limits}
     assert limits[(COMPUTE_PROFILE_TAG, "xlarge")] == 2
     assert limits[(COMPUTE_PROFILE_TAG, "large")] == 4
-    assert set(limits) <= {(COMPUTE_PROFILE_TAG, name) for name in COMPUTE_PROFILES} | {("dagster/backfill", None)}
+    assert limits[(ENGINE_TAG, SPARK_ENGINE)] == 12
+    allowed = {(COMPUTE_PROFILE_TAG, name) for name in COMPUTE_PROFILES} | {("dagster/backfill", None)}
+    assert set(limits) <= allowed | {(ENGINE_TAG, SPARK_ENGINE)}
 
 
 def test_instance_monitors_and_retries_runs_lost_with_their_pod() -> None:
