@@ -48,8 +48,10 @@ from batch_platform.assets import lake_asset
 from batch_platform.compute import (
     COMPUTE_PROFILE_TAG,
     COMPUTE_PROFILES,
+    ENGINE_TAG,
     EXECUTOR_POD_TEMPLATE_PATH,
     K8S_CONFIG_TAG,
+    SPARK_ENGINE,
     ComputeProfile,
     executor_instances,
     get_profile,
@@ -365,6 +367,7 @@ def test_ui_materialization_of_the_demo_asset_gets_the_medium_profile(
     # Queued with its profile already on it: the UI sent no such tag, the run coordinator added it.
     assert run is not None and run.status == dg.DagsterRunStatus.QUEUED
     assert run.tags[COMPUTE_PROFILE_TAG] == "medium" and run.tags["dagster/partition"] == "2024-01-05"
+    assert run.tags[ENGINE_TAG] == SPARK_ENGINE  # a Spark asset: the run counts against the Spark run limit
     dequeue(context)
     ((_, manifest),) = launched_jobs
     validate_job(manifest)
@@ -417,7 +420,10 @@ def test_a_run_of_several_assets_gets_the_largest_of_their_profiles(
     keys = [PROBE_TABLES["small"].asset_key, PROBE_TABLES["large"].asset_key, PROBE_TABLES["medium"].asset_key]
     result = materialize_assets(context.create_request_context(), keys)
     (first,) = result if isinstance(result, Sequence) else [result]
-    assert first.data["launchPipelineExecution"]["__typename"] == "LaunchRunSuccess"
+    launched = first.data["launchPipelineExecution"]
+    assert launched["__typename"] == "LaunchRunSuccess"
+    run = context.instance.get_run_by_id(launched["run"]["runId"])
+    assert run is not None and ENGINE_TAG not in run.tags  # no Spark asset among them
     dequeue(context)
     ((_, manifest),) = launched_jobs
     assert_shaped_by(manifest, COMPUTE_PROFILES["large"])
