@@ -24,3 +24,30 @@ __all__ = [
     "UnsupportedScanError",
     "WriteResult",
 ]
+
+# Table maintenance (compaction, snapshot expiry, orphan and dead-run staging cleanup) and its Dagster job.
+from batch_platform.lake.maintenance import (
+    CompactionResult,
+    ExpireResult,
+    MaintenanceConfig,
+    OrphanResult,
+    build_maintenance_job,
+    build_maintenance_schedule,
+    compact_partitions,
+    expire_snapshots,
+    maintenance_run_config,
+    remove_orphan_files,
+)
+
+__all__ += [
+    "CompactionResult",
+    "ExpireResult",
+    "MaintenanceConfig",
+    "OrphanResult",
+    "build_maintenance_job",
+    "build_maintenance_schedule",
+    "compact_partitions",
+    "expire_snapshots",
+    "maintenance_run_config",
+    "remove_orphan_files",
+]
