@@ -10,6 +10,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from assets import all_lake_tables
 from batch_platform.definitions import build_definitions, defs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -52,3 +53,36 @@ def test_local_environment_is_the_default_and_needs_no_cloud(monkeypatch) -> Non
     resources = defs().resources
     lake = resources["lake"]
     assert lake.catalog_type == "sql" and lake.catalog_uri is None and lake.warehouse is None
+
+
+def test_every_lake_table_an_asset_writes_is_maintained() -> None:
+    repo = build_definitions("LOCAL").get_repository_def()
+    written = {
+        str(node.metadata["iceberg/table"])
+        for node in repo.asset_graph.asset_nodes
+        if node.is_materializable and "iceberg/table" in node.metadata
+    }
+    assert written == {table.identifier for table in all_lake_tables}
+    maintenance = repo.get_job("iceberg_maintenance")
+    assert len(maintenance.nodes) == len(all_lake_tables)
+
+
+def test_the_automation_the_platform_relies_on_is_running_by_default() -> None:
+    repo = build_definitions("LOCAL").get_repository_def()
+    sensors = {s.name: s.default_status for s in repo.sensor_defs}
+    schedules = {s.name: s.default_status for s in repo.schedule_defs}
+    assert set(sensors) == {
+        "lending_landing_sensor",
+        "lending_restatement_sensor",
+        "partition_freshness_sensor",
+        "run_failure_alerts",
+    }
+    assert set(sensors.values()) == {dg.DefaultSensorStatus.RUNNING}
+    assert set(schedules) == {"lending_daily_schedule", "iceberg_maintenance_schedule"}
+    assert set(schedules.values()) == {dg.DefaultScheduleStatus.RUNNING}
+
+
+def test_both_environments_bind_every_resource_the_sensors_need() -> None:
+    for env in ("LOCAL", "PROD"):
+        resources = build_definitions(env).resources
+        assert {"landing", "s3", "alerts", "lake", "spark", "pii"} <= set(resources), env
