@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import re
 import shutil
 import statistics
 import sys
@@ -46,6 +45,7 @@ from pyspark.sql import functions as F
 from batch_platform.lake import IcebergLakeResource, LakeTable, Lineage
 from batch_platform.lake.spark_io import conform
 from batch_platform.spark import SparkResource
+from benchmarks.markdown import update_section
 
 MARKER_START = "<!-- lake_write:start -->"
 MARKER_END = "<!-- lake_write:end -->"
@@ -582,18 +582,6 @@ def markdown_section(results: Sequence[Result], repeat: int, env: dict[str, str]
     )
 
 
-def update_markdown(path: Path, section: str) -> None:
-    """Replace this benchmark's section between its markers, or append it; the rest of the file is kept."""
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    pattern = re.compile(re.escape(MARKER_START) + r".*?" + re.escape(MARKER_END), re.DOTALL)
-    if pattern.search(text):
-        text = pattern.sub(lambda _: section, text, count=1)
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
-
-
 def environment(spark: SparkSession) -> dict[str, str]:
     jvm = spark.sparkContext._jvm
     assert jvm is not None
@@ -642,7 +630,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     print(text_table(results))
-    update_markdown(args.output, markdown_section(results, args.repeat, env, jvm_idle))
+    update_section(args.output, markdown_section(results, args.repeat, env, jvm_idle), MARKER_START, MARKER_END)
     print(f"\nwrote the lake_write section of {args.output}", file=sys.stderr)
     spark.stop()
     return 0

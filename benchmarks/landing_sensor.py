@@ -24,7 +24,6 @@ import multiprocessing
 import os
 import platform
 import random
-import re
 import statistics
 import sys
 import tempfile
@@ -59,6 +58,7 @@ from batch_platform.lake import IcebergLakeResource
 from batch_platform.listing import LocalObjects
 from batch_platform.pii import PiiTokenizer
 from batch_platform.spark import SparkResource
+from benchmarks.markdown import update_section
 from resources import LandingS3Resource
 from sensors.lending import LOADED_VERSION_ASSET, SENSOR_INTERVAL_SECONDS, SETTLE_SECONDS, LandingScan, landing_store
 
@@ -613,18 +613,6 @@ def markdown_section(
     )
 
 
-def update_markdown(path: Path, section: str) -> None:
-    """Replace this benchmark's section between its markers, or append it; the rest of the file is kept."""
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    pattern = re.compile(re.escape(MARKER_START) + r".*?" + re.escape(MARKER_END), re.DOTALL)
-    if pattern.search(text):
-        text = pattern.sub(lambda _: section, text, count=1)
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
-
-
 # -- main -----------------------------------------------------------------------------------------------------------
 
 
@@ -698,7 +686,7 @@ def run(args: argparse.Namespace, scratch: Path) -> int:
         print(line)
     if args.write_docs:
         env = environment(load_before, os.getloadavg()[0])
-        update_markdown(args.output, markdown_section(results, history, args, env, setup))
+        update_section(args.output, markdown_section(results, history, args, env, setup), MARKER_START, MARKER_END)
         print(f"\nwrote the landing_sensor section of {args.output}", file=sys.stderr)
     return 0
 

@@ -24,7 +24,6 @@ import importlib.util
 import itertools
 import os
 import platform
-import re
 import shutil
 import sys
 import tempfile
@@ -54,6 +53,7 @@ from assets.lending.world import CATEGORIES, ID_BLOCK, REGIONS, RISK_BANDS, Simu
 from batch_platform.lake import IcebergLakeResource, Lineage
 from batch_platform.pii import PiiTokenizer
 from batch_platform.spark import SparkResource
+from benchmarks.markdown import update_section
 
 MARKER_START = "<!-- lending_day:start -->"
 MARKER_END = "<!-- lending_day:end -->"
@@ -999,18 +999,6 @@ def book_summary(book: BookResult | None, day: DayResult) -> str:
     )
 
 
-def update_markdown(path: Path, section: str) -> None:
-    """Replace this benchmark's section between its markers, or append it; the rest of the file is kept."""
-    text = path.read_text() if path.exists() else "# Benchmarks\n\nResults of the scripts under `benchmarks/`.\n"
-    pattern = re.compile(re.escape(MARKER_START) + r".*?" + re.escape(MARKER_END), re.DOTALL)
-    if pattern.search(text):
-        text = pattern.sub(lambda _: section, text, count=1)
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
-
-
 # -- main --------------------------------------------------------------------------------------------------------
 
 
@@ -1092,7 +1080,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"load average: {load_start:.1f} at start, {load_end:.1f} at end")
     if not args.no_write:
         section = markdown_section(result, book, book_note, monitor, env, command, (load_start, load_end))
-        update_markdown(args.output, section)
+        update_section(args.output, section, MARKER_START, MARKER_END)
         print(f"\nwrote the lending_day section of {args.output}", file=sys.stderr)
     ok = result.raw.success and result.core.success
     return 0 if ok else 1
