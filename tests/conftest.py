@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from moto.server import ThreadedMotoServer
 from pyspark.sql import SparkSession
 
 from batch_platform.lake import IcebergLakeResource
@@ -37,3 +38,15 @@ def spark(spark_resource: SparkResource) -> Iterator[SparkSession]:
 @pytest.fixture
 def lake(tmp_path: Path) -> IcebergLakeResource:
     return IcebergLakeResource(data_dir=str(tmp_path / "lake"))
+
+
+# An S3 (and Glue) endpoint on 127.0.0.1 for the production-path tests: a moto server, reached over real HTTP.
+@pytest.fixture(scope="module")
+def moto_endpoint() -> Iterator[str]:
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()

@@ -21,7 +21,6 @@ import dagster as dg
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from moto.server import ThreadedMotoServer
 from test_lake_crash_safety import (
     ASSET_KEY,
     CRASH_EVENTS,
@@ -338,12 +337,11 @@ def test_maintenance_job_runs_each_table_in_its_pool_and_its_schedule_starts_run
 
 
 @pytest.fixture
-def s3_lake(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[IcebergLakeResource, str]]:
+def s3_lake(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, moto_endpoint: str
+) -> Iterator[tuple[IcebergLakeResource, str]]:
     """A lake whose warehouse is a bucket on a moto S3 server (SQLite catalog), and that bucket's name."""
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
+    endpoint = moto_endpoint
     for name, value in {
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",
@@ -354,20 +352,17 @@ def s3_lake(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[I
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("AWS_PROFILE", raising=False)
     monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
-    bucket = "lake"
+    bucket = f"lake-{uuid.uuid4().hex[:12]}"  # the moto server is shared by the module's tests
     boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").create_bucket(Bucket=bucket)
-    try:
-        yield (
-            IcebergLakeResource(
-                data_dir=str(tmp_path / "catalog"),
-                warehouse=f"s3://{bucket}/warehouse",
-                s3_endpoint=endpoint,
-                region="us-east-1",
-            ),
-            endpoint,
-        )
-    finally:
-        server.stop()
+    yield (
+        IcebergLakeResource(
+            data_dir=str(tmp_path / "catalog"),
+            warehouse=f"s3://{bucket}/warehouse",
+            s3_endpoint=endpoint,
+            region="us-east-1",
+        ),
+        endpoint,
+    )
 
 
 def test_orphan_removal_lists_and_deletes_through_s3(s3_lake: tuple[IcebergLakeResource, str]) -> None:

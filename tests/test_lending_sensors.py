@@ -16,7 +16,6 @@ import dagster as dg
 import pyarrow.fs as pafs
 import pytest
 from dagster._core.execution.backfill import BulkActionStatus, PartitionBackfill
-from moto.server import ThreadedMotoServer
 
 from assets import lending_assets
 from assets.lending.landing import LandingZone, LandingZoneResource
@@ -282,17 +281,6 @@ def test_a_new_version_of_a_day_never_loaded_is_left_to_the_landing_sensor(world
 
 
 # -- S3 -------------------------------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def moto_endpoint() -> Iterator[str]:
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        server.stop()
 
 
 def test_the_landing_sensor_lists_an_s3_prefix_page_by_page(

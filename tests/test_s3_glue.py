@@ -8,7 +8,6 @@ so the lake's Arrow write and read paths exercise the catalog and the object sto
 
 import urllib.request
 import uuid
-from collections.abc import Iterator
 from datetime import date
 from decimal import Decimal
 from pathlib import Path
@@ -18,13 +17,13 @@ import boto3
 import dagster as dg
 import pyarrow as pa
 import pytest
-from moto.server import ThreadedMotoServer
 
 from assets.platform_demo import DAILY_TRANSACTION_TOTALS, DEMO_PARTITIONS, card_transactions
 from batch_platform.definitions import build_definitions
 from batch_platform.lake import IcebergLakeResource, Lineage
 from batch_platform.spark import SparkResource
 from resources import (
+    ALERT_WEBHOOK_URL_ENV,
     AWS_REGION_ENV,
     CATALOG_TYPE_ENV,
     CATALOG_URI_ENV,
@@ -40,17 +39,6 @@ from resources import (
 REGION = "eu-west-1"
 PARTITION = "2024-02-10"
 TOTALS = DAILY_TRANSACTION_TOTALS
-
-
-@pytest.fixture(scope="module")
-def moto_endpoint() -> Iterator[str]:
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        server.stop()
 
 
 @pytest.fixture
@@ -190,8 +178,8 @@ def test_prod_definitions_load_without_env_and_a_run_fails_naming_the_missing_va
         dg.materialize([card_transactions], resources=defs.resources, partition_key=PARTITION)
 
     message = str(failure.value)
-    # The demo asset uses the lake and Spark resources only; the landing and PII resources are not started.
-    for name in set(PROD_ENV_VARS) - {LANDING_URI_ENV, PII_KEY_ENV}:
+    # The demo asset uses the lake and Spark resources only; the landing, PII and alert resources are not started.
+    for name in set(PROD_ENV_VARS) - {LANDING_URI_ENV, PII_KEY_ENV, ALERT_WEBHOOK_URL_ENV}:
         assert f'environment variable "{name}" which is not set' in message
 
 
