@@ -38,6 +38,9 @@ def build_definitions(env: str | None = None) -> dg.Definitions:
         schedules=[*all_schedules, build_maintenance_schedule(maintenance)],
         jobs=[*all_jobs, maintenance],
         resources=resources_for(env or deployment_environment()),
+        # The steps of a run share one process and so one Spark session: the default multiprocess executor would
+        # start a JVM per step (minutes per run on a small machine), and Spark parallelizes within a step anyway.
+        executor=dg.in_process_executor,
     )
     # One policy for every materializable asset, group overrides on top (evaluated per asset by the daemon).
     return apply_freshness_policies(defs, default=DEFAULT_FRESHNESS_POLICY, by_group=FRESHNESS_POLICIES)
