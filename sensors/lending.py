@@ -312,7 +312,7 @@ def evaluate_landing(
 @dg.sensor(
     name="lending_landing_sensor",
     description="Runs the loan pipeline for each business day whose landing drop is complete and not yet loaded.",
-    target=PIPELINE,
+    asset_selection=PIPELINE,  # the sensor daemon only launches backfills for a sensor with an asset selection
     minimum_interval_seconds=SENSOR_INTERVAL_SECONDS,
     default_status=dg.DefaultSensorStatus.RUNNING,
 )
@@ -373,7 +373,7 @@ def evaluate_restatement(
         "A corrected drop for a loaded business day launches one asset backfill over that day and everything "
         "downstream of it, including every later day of the day-chained loan book."
     ),
-    target=PIPELINE,
+    asset_selection=PIPELINE,  # the sensor daemon only launches backfills for a sensor with an asset selection
     minimum_interval_seconds=SENSOR_INTERVAL_SECONDS,
     default_status=dg.DefaultSensorStatus.RUNNING,
 )
