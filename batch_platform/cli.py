@@ -52,9 +52,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     subcommands = parser.add_subparsers(dest="command", required=True)
     demo = subcommands.add_parser("demo", help="land demo drops and materialize the demo lake into $DAGSTER_HOME")
     demo.add_argument("--days", type=int, default=25, help="how many partitions of each asset to materialize")
+    subcommands.add_parser("backfill", help="submit one asset backfill over a date range and follow it", add_help=False)
     for name, command in commands.items():
         subcommands.add_parser(name, help=(command.__doc__ or "").strip().splitlines()[0], add_help=False)
     args, rest = parser.parse_known_args(argv)
+    if args.command == "backfill":
+        from batch_platform.backfill_cli import main as backfill
+
+        return backfill(rest)
     if args.command in commands:
         return commands[args.command](rest)
     if rest:
