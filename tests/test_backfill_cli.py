@@ -1,0 +1,302 @@
+"""`batch-platform backfill`: input errors refused before anything is submitted, and one real asset backfill of the
+lending pipeline through a real webserver and daemon (tests/dagster_stack.py)."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable
+from datetime import date
+from pathlib import Path
+
+import dagster as dg
+import pyarrow.compute as pc
+import pytest
+from dagster._core.execution.backfill import BulkActionsFilter, BulkActionStatus
+from dagster._core.storage.tags import (
+    ASSET_PARTITION_RANGE_END_TAG,
+    ASSET_PARTITION_RANGE_START_TAG,
+    BACKFILL_ID_TAG,
+)
+from dagster_graphql.schema import create_schema
+from dagster_stack import (  # noqa: F401 - lending_backfill_fixture registers the lending_backfill fixture
+    HISTORY_FIRST_DAY,
+    SIMULATION,
+    LendingBackfill,
+    free_port,
+    lending_backfill_fixture,
+    lending_resources,
+)
+from graphql import parse, validate
+
+from assets import lending_assets
+from assets.lending.landing import read_drop
+from assets.lending.simulator import write_correction
+from assets.lending.tables import (
+    CORE_LEDGER_ENTRIES,
+    CORE_LOAN_DAILY_STATUS,
+    CORE_LOANS,
+    CORE_PAYMENTS,
+    RAW_QUARANTINE,
+    RAW_TABLES,
+    REPORTING_MERCHANT_PERFORMANCE,
+    REPORTING_PORTFOLIO_DAILY,
+    REPORTING_VINTAGE_CURVES,
+)
+from batch_platform.backfill_cli import (
+    BACKFILL_PROGRESS_QUERY,
+    EXIT_BAD_INPUT,
+    EXIT_UNREACHABLE,
+    LAUNCH_BACKFILL_MUTATION,
+    BackfillInputError,
+    DagsterWebserverClient,
+    GraphQLFailure,
+    main,
+    plan_backfill,
+)
+from batch_platform.definitions import build_definitions
+from batch_platform.lake import IcebergLakeResource, LakeTable
+from batch_platform.partitions import business_day_partitions, daily_partitions
+from batch_platform.spark import SparkResource
+from sensors.lending import RESTATEMENT_TAG
+
+# The module's stack runs a real backfill (minutes on 2 busy cores) in the first end-to-end test's setup.
+pytestmark = pytest.mark.timeout(1800)
+
+# -- input errors: no webserver involved ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def defs() -> dg.Definitions:
+    return build_definitions()
+
+
+def test_an_unknown_selection_exits_2_naming_it(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["key:no_such/asset", "--from", "2023-01-02", "--to", "2023-01-13"]) == EXIT_BAD_INPUT
+    assert "asset selection 'key:no_such/asset' matches no asset" in capsys.readouterr().err
+
+
+def test_an_unparseable_selection_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["group:raw)((", "--from", "2023-01-02", "--to", "2023-01-13"]) == EXIT_BAD_INPUT
+    assert "invalid asset selection 'group:raw)(('" in capsys.readouterr().err
+
+
+def test_a_range_before_the_first_partition_exits_2_naming_the_asset_and_its_partitions(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["key:raw/loans", "--from", "2022-12-19", "--to", "2023-01-06"]) == EXIT_BAD_INPUT
+    err = capsys.readouterr().err
+    assert "outside the partitions of raw/" in err
+    assert "its first partition is 2023-01-02" in err
+
+
+def test_a_range_after_the_last_partition_is_refused(defs: dg.Definitions) -> None:
+    with pytest.raises(BackfillInputError, match=r"outside the partitions of core/loans: .* its last \d{4}-"):
+        plan_backfill(defs, "key:core/loans", date(2023, 1, 2), date(2999, 1, 1))
+
+
+def test_a_weekend_holds_no_business_day_partition(defs: dg.Definitions) -> None:
+    with pytest.raises(BackfillInputError, match="core/loans has no partition between 2023-01-07 and 2023-01-08"):
+        plan_backfill(defs, "key:core/loans", date(2023, 1, 7), date(2023, 1, 8))
+
+
+def test_an_unpartitioned_asset_is_refused() -> None:
+    @dg.asset
+    def lookup() -> None: ...
+
+    with pytest.raises(BackfillInputError, match="lookup is not partitioned"):
+        plan_backfill(dg.Definitions(assets=[lookup]), "key:lookup", date(2024, 1, 1), date(2024, 1, 2))
+
+
+def test_each_asset_gets_the_keys_of_its_own_partitions_definition() -> None:
+    """Business-day assets skip the weekend, calendar-day assets keep it; downstream is added on request."""
+
+    @dg.asset(partitions_def=business_day_partitions("2024-01-01"))
+    def business() -> None: ...
+
+    @dg.asset(partitions_def=daily_partitions("2024-01-01"), deps=[business])
+    def calendar() -> None: ...
+
+    defs = dg.Definitions(assets=[business, calendar])
+    alone = plan_backfill(defs, "key:business", date(2024, 1, 5), date(2024, 1, 8))
+    assert [(a.asset_key.to_user_string(), a.partition_keys) for a in alone.assets] == [
+        ("business", ("2024-01-05", "2024-01-08"))
+    ]
+    both = plan_backfill(defs, "key:business", date(2024, 1, 5), date(2024, 1, 8), downstream=True)
+    assert {a.asset_key.to_user_string(): a.partition_keys for a in both.assets} == {
+        "business": ("2024-01-05", "2024-01-08"),
+        "calendar": ("2024-01-05", "2024-01-06", "2024-01-07", "2024-01-08"),
+    }
+    assert both.partitions_by_assets()[1] == {
+        "assetKey": {"path": ["calendar"]},
+        "partitions": {"range": {"start": "2024-01-05", "end": "2024-01-08"}},
+    }
+
+
+def test_a_multi_asset_that_cannot_be_subset_is_targeted_whole(defs: dg.Definitions) -> None:
+    plan = plan_backfill(defs, "key:raw/loans", date(2023, 1, 2), date(2023, 1, 3))
+    assert {a.asset_key for a in plan.assets} == {*(t.asset_key for t in RAW_TABLES.values()), RAW_QUARANTINE.asset_key}
+
+
+def test_the_graphql_documents_are_valid_against_the_installed_schema() -> None:
+    schema = create_schema().graphql_schema
+    for document in (LAUNCH_BACKFILL_MUTATION, BACKFILL_PROGRESS_QUERY):
+        assert validate(schema, parse(document)) == []
+
+
+def test_an_unreachable_webserver_exits_3_naming_the_url(capsys: pytest.CaptureFixture[str]) -> None:
+    url = f"http://127.0.0.1:{free_port()}"  # nothing listens there once the probe socket is closed
+    assert main(["key:raw/loans", "--from", "2023-01-02", "--to", "2023-01-03", "--url", url]) == EXIT_UNREACHABLE
+    assert f"cannot reach the Dagster webserver at {url}" in capsys.readouterr().err
+
+
+# -- end to end: the webserver takes the backfill, the daemon runs it -------------------------------------------------
+
+
+def lending_asset_keys() -> set[dg.AssetKey]:
+    graph = build_definitions().resolve_asset_graph()
+    return set(dg.AssetSelection.groups("raw", "core", "reporting").resolve(graph))
+
+
+def test_the_command_submits_one_backfill_and_exits_0_when_it_succeeds(lending_backfill: LendingBackfill) -> None:
+    cli, stack = lending_backfill.cli, lending_backfill.stack
+    assert cli.exit_code == 0, f"{cli.output}\n{stack.log_tails()}"
+    assert f"{stack.url}/runs/b/{lending_backfill.backfill_id}" in cli.output
+    asset_partitions = len(lending_asset_keys()) * len(lending_backfill.days)
+    assert f"COMPLETED_SUCCESS: partitions {asset_partitions}/{asset_partitions} materialized, 0 failed" in cli.output
+    backfills = stack.instance().get_backfills()
+    assert [b.backfill_id for b in backfills] == [lending_backfill.backfill_id]
+    backfill = backfills[0]
+    assert backfill.status == BulkActionStatus.COMPLETED_SUCCESS
+    assert backfill.title == "lending e2e"
+    assert backfill.tags["batch-platform/test"] == "backfill-e2e"
+
+
+def test_every_targeted_partition_of_every_asset_was_materialized(lending_backfill: LendingBackfill) -> None:
+    instance = lending_backfill.stack.instance()
+    backfill = instance.get_backfill(lending_backfill.backfill_id)
+    assert backfill is not None and backfill.asset_backfill_data is not None
+    days = {d.isoformat() for d in lending_backfill.days}
+    lending_keys = lending_asset_keys()
+    targeted = {
+        (k.asset_key, k.partition_key) for k in backfill.asset_backfill_data.target_subset.iterate_asset_partitions()
+    }
+    assert targeted == {(key, day) for key in lending_keys for day in days}
+    missing = {
+        key.to_user_string(): sorted(days - set(instance.get_materialized_partitions(key))) for key in lending_keys
+    }
+    assert {k: v for k, v in missing.items() if v} == {}
+
+
+def test_each_partition_is_in_the_tables_exactly_once(lending_backfill: LendingBackfill) -> None:
+    lake = IcebergLakeResource(data_dir=str(lending_backfill.stack.data_dir))
+    landed = {d: read_drop(lending_backfill.landing, d)["loans"].num_rows for d in lending_backfill.days}
+    assert sum(landed.values()) > 0
+
+    keys = [d.isoformat() for d in lending_backfill.days]  # the backfilled days, read by partition
+    raw_loans = Counter(lake.read_arrow(RAW_TABLES["loans"], keys)["business_date"].to_pylist())
+    quarantine = lake.read_arrow(RAW_QUARANTINE, keys)
+    quarantined = Counter(quarantine.filter(pc.equal(quarantine["dataset"], "loans"))["business_date"].to_pylist())
+    assert {d: raw_loans[d] + quarantined[d] for d in landed} == landed
+    assert set(raw_loans) <= set(landed)
+    assert Counter(lake.read_arrow(CORE_LOANS, keys)["business_date"].to_pylist()) == raw_loans
+
+    status = lake.read_arrow(CORE_LOAN_DAILY_STATUS).select(["business_date", "loan_id"])
+    pairs = list(zip(status["business_date"].to_pylist(), status["loan_id"].to_pylist(), strict=True))
+    assert len(pairs) == len(set(pairs)) > 0  # no loan twice on any day, history included
+    assert set(lending_backfill.days) <= {d for d, _ in pairs}
+
+
+def test_the_backfill_policy_batches_partitions_into_few_runs(
+    lending_backfill: LendingBackfill, record_property: Callable[[str, object], None]
+) -> None:
+    runs = lending_backfill.stack.instance().get_runs(
+        filters=dg.RunsFilter(tags={BACKFILL_ID_TAG: lending_backfill.backfill_id})
+    )
+    asset_partitions = len(lending_asset_keys()) * len(lending_backfill.days)
+    record_property("backfill_runs", len(runs))
+    print(f"the backfill of {asset_partitions} asset partitions made {len(runs)} runs")
+    assert [r.status for r in runs if r.status != dg.DagsterRunStatus.SUCCESS] == []
+    # One run per asset partition would be asset_partitions runs; multi_run(23) makes range runs. How the daemon
+    # splits the graph into runs depends on when it sees materializations (2 to 5 runs seen), so only bounds hold.
+    assert 0 < len(runs) * 10 <= asset_partitions
+    ranges = {
+        r.run_id: (r.tags.get(ASSET_PARTITION_RANGE_START_TAG), r.tags.get(ASSET_PARTITION_RANGE_END_TAG)) for r in runs
+    }
+    assert all(start and end for start, end in ranges.values()), ranges
+    raw_runs = [r.run_id for r in runs if RAW_TABLES["loans"].asset_key in (r.asset_selection or set())]
+    days = lending_backfill.days
+    assert [ranges[run_id] for run_id in raw_runs] == [(days[0].isoformat(), days[-1].isoformat())]
+
+
+def test_a_graphql_error_is_reported_with_dagsters_message(lending_backfill: LendingBackfill) -> None:
+    client = DagsterWebserverClient(lending_backfill.stack.url)
+    with pytest.raises(GraphQLFailure, match="BackfillNotFoundError: Backfill no-such-backfill could not be found"):
+        client.backfill_progress("no-such-backfill")
+
+
+# -- restatement, on the same stack after the backfill (last: it changes the landing) -------------------------------
+
+RESTATED_TABLES = [
+    CORE_PAYMENTS,
+    CORE_LOAN_DAILY_STATUS,
+    CORE_LEDGER_ENTRIES,
+    REPORTING_PORTFOLIO_DAILY,
+    REPORTING_VINTAGE_CURVES,
+    REPORTING_MERCHANT_PERFORMANCE,
+]
+SENSOR_TIMEOUT_S = 240.0
+RESTATEMENT_TIMEOUT_S = 900.0
+
+
+def _rows(lake: IcebergLakeResource, table: LakeTable) -> Counter[tuple[object, ...]]:
+    data = lake.read_arrow(table)
+    columns = sorted(data.column_names)
+    return Counter(zip(*(data[c].to_pylist() for c in columns), strict=True))
+
+
+def _backfill_tagged(instance: dg.DagsterInstance, key: str, value: str) -> str:
+    deadline = time.monotonic() + SENSOR_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if found := instance.get_backfills(filters=BulkActionsFilter(tags={key: value})):
+            assert len(found) == 1, "one correction, one backfill"
+            return found[0].backfill_id
+        time.sleep(2)
+    raise AssertionError(f"no backfill tagged {key}={value} within {SENSOR_TIMEOUT_S} s")
+
+
+def test_a_corrected_day_flows_through_one_sensor_backfill_to_tables_equal_to_a_full_rebuild(
+    lending_backfill: LendingBackfill, spark_resource: SparkResource, tmp_path: Path
+) -> None:
+    stack, days = lending_backfill.stack, lending_backfill.days
+    lake = IcebergLakeResource(data_dir=str(stack.data_dir))
+    payments_before = _rows(lake, CORE_PAYMENTS)
+
+    # Day 3 of the 10 is restated; the restatement sensor (running by default under the daemon) must react alone.
+    correction = write_correction(SIMULATION, days[2], lending_backfill.landing)
+    instance = stack.instance()
+    backfill_id = _backfill_tagged(instance, RESTATEMENT_TAG, correction.prefix)
+    backfill = stack.wait_backfill(backfill_id, RESTATEMENT_TIMEOUT_S)
+    assert backfill.status == BulkActionStatus.COMPLETED_SUCCESS, stack.log_tails()
+    target = backfill.asset_backfill_data.target_subset if backfill.asset_backfill_data else None
+    assert target is not None
+    chained = target.get_partitions_subset(CORE_LOAN_DAILY_STATUS.asset_key).get_partition_keys()
+    assert sorted(chained) == [d.isoformat() for d in days[2:]]  # day 3 and every later day of the loan book
+    assert list(target.get_partitions_subset(CORE_LOANS.asset_key).get_partition_keys()) == [days[2].isoformat()]
+
+    # From scratch: a new lake built over the corrected landing, the lender's whole history in one range run.
+    rebuilt = IcebergLakeResource(data_dir=str(tmp_path / "rebuild"))
+    result = dg.materialize(
+        lending_assets,
+        resources={**lending_resources(stack, spark_resource), "lake": rebuilt},
+        instance=dg.DagsterInstance.ephemeral(),
+        tags={
+            ASSET_PARTITION_RANGE_START_TAG: HISTORY_FIRST_DAY.isoformat(),
+            ASSET_PARTITION_RANGE_END_TAG: days[-1].isoformat(),
+        },
+    )
+    assert result.success
+    for table in RESTATED_TABLES:
+        assert _rows(lake, table) == _rows(rebuilt, table), f"{table.identifier} differs from a full rebuild"
+    # The correction changed the data (reversed and fixed payments): equality is not the old state read twice.
+    assert _rows(lake, CORE_PAYMENTS) != payments_before
