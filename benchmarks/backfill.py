@@ -766,6 +766,13 @@ def consistency(results: dict[str, ModeResult]) -> list[str]:
     return lines
 
 
+def run_mix(result: ModeResult) -> str:
+    """What the runs materialized, e.g. "16 runs of 9 assets, 16 of core/loan_daily_status"."""
+    kinds = Counter(r.assets[0] if len(r.assets) == 1 else f"{len(r.assets)} assets" for r in result.runs)
+    parts = [f"{n} of {kind}" for kind, n in kinds.most_common()]
+    return (parts[0].replace(" of ", " runs of ", 1) + "".join(f", {p}" for p in parts[1:])) if parts else "no runs"
+
+
 def findings(results: dict[str, ModeResult], target_days: int) -> list[str]:
     lines = []
     policy = results.get(POLICY)
@@ -773,63 +780,81 @@ def findings(results: dict[str, ModeResult], target_days: int) -> list[str]:
     per_partition = results.get(PER_PARTITION)
     bare = results.get(BARE)
     if policy is not None:
-        gaps = policy.status_chain_gaps()
         lines.append(
             f"**Chosen policy, {len(policy.days)} days: {_duration(policy.wall_s)} ({policy.wall_s:,.0f} s, "
-            f"{policy.wall_s / len(policy.days):.1f} s a day) in {len(policy.runs)} runs.** At least one run was "
-            f"executing for {policy.covered_seconds:,.0f} s of it ({policy.covered_seconds / policy.wall_s:.0%}); "
-            f"the rest, {policy.wall_s - policy.covered_seconds:,.0f} s, is scheduling: "
-            f"{_s(policy.first_run_latency_s)} s from the submit to the first run (the daemon starts after the "
-            f"submit and loads the code location; then the backfill daemon's first tick and the run's launch) and "
-            f"{sum(gaps):,.0f} s in {len(gaps)} gaps between one core/loan_daily_status run's end and the next one's "
-            f"start (median {_s(_median(gaps), 1)} s): the day-chained asset's runs go one after another, each "
-            "launched on a backfill daemon tick (every 30 s) after the previous one is recorded."
+            f"{policy.wall_s / len(policy.days):.1f} s a day) in {len(policy.runs)} runs** ({run_mix(policy)}). "
+            f"Some run was executing for {policy.covered_seconds / policy.wall_s:.0%} of the wall time; for "
+            f"{policy.wall_s - policy.covered_seconds:,.0f} s none was (the daemon's start and first tick before the "
+            "first run, then the gaps in the chain below)."
         )
+        path = policy.critical_path()
+        gaps = policy.status_chain_gaps()
+        if path is not None and path.first_queued_s is not None:
+            chain = path.status_s + path.gaps_s
+            lines.append(
+                "**The day-chained core/loan_daily_status sets the wall time, and its chain started late.** Its "
+                f"first run was created {path.first_created_s:,.0f} s after the submit (once its parents' first "
+                f"{CORE_BACKFILL.max_partitions_per_run} days were in) but waited {path.first_queued_s:,.0f} s in "
+                "the run queue: the queue is first-in first-out with at most 2 Spark runs at a time, and the other "
+                "assets' chunks had been queued before it. From then on its "
+                f"{path.status_runs} runs ({path.status_s:,.0f} s) and the gaps between them ({path.gaps_s:,.0f} s, "
+                f"median {_s(_median(gaps), 1)} s: the next chunk waits for the backfill daemon's next tick, every "
+                f"30 s, then for the queue and a run launch) go strictly one after another: {chain:,.0f} s of the "
+                f"{policy.wall_s:,.0f} s. Letting the chain start as soon as its first chunk can would save up to "
+                f"the {path.first_queued_s:,.0f} s it queued, less the CPU it would then share with the other "
+                "chunks on 2 cores. Not tried: Dagster's queue takes runs in order of their `dagster/priority` tag, "
+                "then of creation; a backfill gives all its runs the same tags, but the project's run coordinator, "
+                "which already tags each run from its assets, could raise it for runs of a self-dependent asset."
+            )
     if small is not None and per_partition is not None and len(small.days) == len(per_partition.days):
         n = len(small.days)
-        startups = [r.launch_seconds for r in per_partition.runs if r.launch_seconds is not None]
+        launches = [r.launch_seconds for r in per_partition.runs if r.launch_seconds is not None]
         gaps = per_partition.status_chain_gaps()
         steps = sum(r.step_seconds for r in per_partition.runs)
+        small_steps = sum(r.step_seconds for r in small.runs)
         lines.append(
-            f"**One run per partition vs the policy on the same {n} days: {per_partition.wall_s:,.0f} s against "
-            f"{small.wall_s:,.0f} s ({per_partition.wall_s / small.wall_s:.1f}x), {len(per_partition.runs)} runs "
-            f"against {len(small.runs)}.** Per run, the median run took "
-            f"{_s(_median(r.seconds for r in per_partition.runs), 1)} s, "
-            f"of which {_s(_median(startups), 1)} s before its first step (a new run worker process importing "
-            "Dagster, PySpark and pyiceberg and loading the code location); the first step of every run also starts "
-            f"a new Spark JVM. All runs together spent {sum(startups):,.0f} s in start-up and {steps:,.0f} s in "
-            f"steps (the policy's runs: {sum(r.step_seconds for r in small.runs):,.0f} s in steps). The "
-            f"{len(gaps) + 1 if gaps else 0} core/loan_daily_status runs form a chain: {sum(gaps):,.0f} s of idle "
-            f"gaps between them (median {_s(_median(gaps), 1)} s, the 30 s backfill daemon tick plus the launch)."
+            f"**One run per partition against the chosen policy on the same {n} days: {per_partition.wall_s:,.0f} s "
+            f"against {small.wall_s:,.0f} s ({per_partition.wall_s / small.wall_s:.1f}x), "
+            f"{len(per_partition.runs)} runs against {len(small.runs)}** ({run_mix(per_partition)}; the policy: "
+            f"{run_mix(small)}). What grows with the number of runs: each run is a new process (median launch "
+            f"{_s(_median(launches), 1)} s from its launch to its start: Python, Dagster, PySpark and pyiceberg "
+            f"imports and the code location load; {sum(launches):,.0f} s over all runs), starts its own Spark JVM "
+            f"in its first step and re-reads what it needs from the lake: the runs spent {steps:,.0f} s in steps "
+            f"against the policy's {small_steps:,.0f} s for the same rows. And the {len(gaps) + 1} "
+            f"core/loan_daily_status runs form a chain with {sum(gaps):,.0f} s of idle gaps (median "
+            f"{_s(_median(gaps), 1)} s)."
         )
-    if per_partition is not None:
+    if per_partition is not None and len(per_partition.days) < target_days:
         factor = target_days / len(per_partition.days)
         wall = per_partition.wall_s * factor
         gaps = per_partition.status_chain_gaps()
-        status_runs = [r for r in per_partition.runs if STATUS_ASSET in r.assets]
+        status_runs = per_partition.status_runs()
         chain_link = (_median(gaps) or 0.0) + (_median(r.seconds for r in status_runs) or 0.0)
         lines.append(
-            f"**Extrapolated, not measured: one run per partition for {target_days} days would take about "
+            f"**Extrapolated, not measured: one run per partition over {target_days} days would take about "
             f"{_duration(wall)}** ({per_partition.wall_s / len(per_partition.days):.1f} s a day x {target_days}, "
-            f"~{len(per_partition.runs) * factor:,.0f} runs). Only {len(per_partition.days)} days were run: at that "
-            "rate the full range would hold the machine for hours. The day-chained core/loan_daily_status alone "
-            f"sets a floor: {target_days} runs one after another, each a median gap plus a median status run "
-            f"({chain_link:.0f} s), is {_duration(target_days * chain_link)}. Both estimates use the first "
+            f"~{len(per_partition.runs) * factor:,.0f} runs). Only {len(per_partition.days)} days were run, because "
+            f"the full range would have held the shared machine for about that long. A floor from the day-chained "
+            f"asset alone: {target_days} of its runs one after another, each a median gap plus a median run "
+            f"({chain_link:.0f} s), take {_duration(target_days * chain_link)}. Both figures come from the first "
             f"{len(per_partition.days)} days, when the loan book is smallest, so they understate the later days' "
-            "step time (the per-run start-up and the gaps do not grow with the book)."
+            "step time; the per-run launch, JVM start and gaps do not grow with the book."
         )
     if bare is not None:
         text = (
             f"**Single in-process run of the same code, {len(bare.days)} days: {_duration(bare.wall_s)} "
-            f"({bare.wall_s:,.0f} s, {bare.wall_s / len(bare.days):.1f} s a day)**: one process, one Spark "
-            "session, every core asset's step over the whole range, no daemon, no run workers, no queue."
+            f"({bare.wall_s:,.0f} s, {bare.wall_s / len(bare.days):.1f} s a day)**: one process, one Spark session, "
+            "each core asset one step over the whole range, no daemon, no run workers, no queue."
         )
         if policy is not None and len(policy.days) == len(bare.days):
+            policy_steps = sum(r.step_seconds for r in policy.runs)
+            bare_steps = sum(r.step_seconds for r in bare.runs)
             text += (
-                f" The chosen policy took {policy.wall_s / bare.wall_s:.2f}x that: its {len(policy.runs)} runs "
-                f"spent {sum(r.step_seconds for r in policy.runs):,.0f} s in steps against the single run's "
-                f"{sum(r.step_seconds for r in bare.runs):,.0f} s (two Spark runs at a time share 2 cores, and "
-                "every run starts its own JVM), plus the scheduling above."
+                f" The chosen policy took {policy.wall_s / bare.wall_s:.1f}x as long. Its {len(policy.runs)} runs "
+                f"spent {policy_steps:,.0f} s in steps against the single run's {bare_steps:,.0f} s: every run "
+                "starts and warms up its own JVM and re-reads the history its assets need, and two Spark runs at a "
+                "time on 2 cores each run at about half speed, so running them side by side buys no throughput "
+                "here. On top of that come the scheduling gaps and the late start of the chain above."
             )
         lines.append(text)
     return lines
