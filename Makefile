@@ -23,7 +23,11 @@ $(VENV)/.synced: requirements.lock pyproject.toml $(BIN)/uv
 	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps -e .
 	touch $@
 
+# Jars Spark needs beyond pyspark's (batch_platform/spark_jars.py): Iceberg's runtime for Spark SQL over the lake
+# always; S3A and the AWS SDK (640 MB) for the tests' production path. Cached outside the checkout, fetched once.
+SPARK_JAR_GROUPS ?= --group iceberg
 setup: $(VENV)/.synced $(PII_KEY_FILE)
+	$(BIN)/batch-platform spark-jars fetch $(SPARK_JAR_GROUPS)
 	@command -v java >/dev/null || [ -n "$$JAVA_HOME" ] || { echo "Java 17+ is required for Spark (apt-get install openjdk-17-jre-headless)"; exit 1; }
 	mkdir -p "$(DAGSTER_HOME)"
 	cp dagster.yaml "$(DAGSTER_HOME)/dagster.yaml"
@@ -47,6 +51,7 @@ typecheck: setup
 	$(BIN)/mypy
 
 test: lint typecheck
+	$(BIN)/batch-platform spark-jars fetch --group iceberg --group s3
 	$(BIN)/pytest
 
 # Re-resolve the lock after changing dependencies in pyproject.toml.

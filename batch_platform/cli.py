@@ -6,6 +6,7 @@ import argparse
 import sys
 import warnings
 from collections.abc import Sequence
+from pathlib import Path
 
 import dagster as dg
 
@@ -41,6 +42,18 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _spark_jars(args: argparse.Namespace) -> int:
+    from batch_platform import spark_jars
+
+    groups = args.group or sorted(spark_jars.GROUPS)
+    if args.action == "fetch":
+        paths = spark_jars.fetch(groups, into=args.into)
+        print(f"spark-jars: {len(paths)} jars of {', '.join(groups)} in {args.into or spark_jars.cache_dir()}")
+    else:
+        print(":".join(str(p) for p in spark_jars.classpath(groups, search=[args.into] if args.into else [])))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     # Beta parameters (backfill_policy, pools) are deliberate; their warnings would drown the command's output.
     warnings.filterwarnings("ignore", category=dg.BetaWarning)
@@ -52,6 +65,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     subcommands = parser.add_subparsers(dest="command", required=True)
     demo = subcommands.add_parser("demo", help="land demo drops and materialize the demo lake into $DAGSTER_HOME")
     demo.add_argument("--days", type=int, default=25, help="how many partitions of each asset to materialize")
+    jars = subcommands.add_parser(
+        "spark-jars", help="fetch the pinned jars Spark needs beyond pyspark (S3A, Iceberg's runtime), or list them"
+    )
+    jars.add_argument("action", choices=["fetch", "classpath"])
+    jars.add_argument("--group", action="append", choices=["iceberg", "s3"], help="default: every group")
+    jars.add_argument("--into", type=Path, help="folder to fetch into (default: the shared cache)")
     subcommands.add_parser("backfill", help="submit one asset backfill over a date range and follow it", add_help=False)
     for name, command in commands.items():
         subcommands.add_parser(name, help=(command.__doc__ or "").strip().splitlines()[0], add_help=False)
@@ -62,6 +81,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return backfill(rest)
     if args.command in commands:
         return commands[args.command](rest)
+    if args.command == "spark-jars":
+        if rest:
+            parser.error(f"unrecognized arguments: {' '.join(rest)}")
+        return _spark_jars(args)
     if rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     return _demo(args)

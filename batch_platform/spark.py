@@ -5,12 +5,14 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+from pathlib import Path
 
 import dagster as dg
 from dagster_pyspark import LazyPySparkResource
 from pydantic import Field, PrivateAttr
 from pyspark.sql import SparkSession
 
+from batch_platform import spark_jars
 from batch_platform.compute import profile_of_tags, spark_conf
 from batch_platform.lake.errors import JavaNotFoundError
 from batch_platform.partitions import partition_keys
@@ -45,6 +47,14 @@ def ensure_java() -> str:
     return candidate
 
 
+def spark_home_jars() -> Path:
+    """Spark's own jars folder: $SPARK_HOME/jars, else pyspark's."""
+    import pyspark
+
+    home = os.environ.get("SPARK_HOME") or os.path.dirname(pyspark.__file__)
+    return Path(home) / "jars"
+
+
 class SparkResource(LazyPySparkResource):
     """dagster-pyspark's lazy session with the platform's defaults: ``local[*]`` unless configured otherwise.
 
@@ -54,6 +64,11 @@ class SparkResource(LazyPySparkResource):
 
     # str values (not Any) so that Dagster resolves dg.EnvVar values inside the dict.
     spark_config: dict[str, str] = Field(default_factory=lambda: dict(LOCAL_SPARK_CONFIG))
+    jar_groups: list[str] = Field(
+        default_factory=lambda: ["iceberg"],
+        description="groups of batch_platform.spark_jars put on Spark's class path: 'iceberg' (Spark SQL over the "
+        "lake), 's3' (S3A). Jars already in Spark's own jars folder (the production image) are not added again.",
+    )
     # Set by session_for before the session starts: the step's compute profile settings.
     _step_spark_config: dict[str, str] = PrivateAttr(default_factory=dict)
 
@@ -62,10 +77,31 @@ class SparkResource(LazyPySparkResource):
             ensure_java()
             builder = SparkSession.builder
             # Python UDF workers must run this interpreter (and its packages), not whatever python3 is on PATH.
-            settings = {"spark.pyspark.python": sys.executable, **self.spark_config, **self._step_spark_config}
+            settings = {
+                "spark.pyspark.python": sys.executable,
+                **self.jar_settings(),
+                **self.spark_config,
+                **self._step_spark_config,
+            }
             for key, value in {**settings, **REQUIRED_SPARK_CONFIG}.items():
                 builder = builder.config(key, str(value))
             self._spark_session = builder.getOrCreate()
+
+    def jar_settings(self) -> dict[str, str]:
+        """Class path settings for the jar groups that Spark's own jars folder lacks.
+
+        The driver's and executors' class paths name the files in place: in local mode the executors share the
+        driver's JVM, and ``spark.jars`` would copy every jar (the AWS SDK bundle is 640 MB) into each session's
+        work folder.
+        """
+        if not self.jar_groups:
+            return {}
+        bundled = spark_home_jars()
+        paths = [p for p in spark_jars.classpath(self.jar_groups, search=[bundled]) if p.parent != bundled]
+        if not paths:
+            return {}
+        joined = os.pathsep.join(str(p) for p in paths)
+        return {"spark.driver.extraClassPath": joined, "spark.executor.extraClassPath": joined}
 
     @property
     def session(self) -> SparkSession:

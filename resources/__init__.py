@@ -64,10 +64,7 @@ PROD_ENV_VARS = (
     ALERT_WEBHOOK_URL_ENV,
 )
 
-# The S3A connector that the production Spark image must carry in its jars folder (Maven is not reached at run
-# time): hadoop-aws of exactly the Hadoop version pyspark bundles (hadoop-client-api/runtime 3.5.0 for pyspark 4.x)
-# and the AWS SDK v2 ``bundle`` jar that this hadoop-aws version declares as its dependency.
-S3A_MAVEN_PACKAGES = ("org.apache.hadoop:hadoop-aws:3.5.0",)
+PROD_SPARK_JAR_GROUPS = ("iceberg", "s3")
 # The AWS SDK v2 default chain: environment, web identity (IRSA), profile, container and instance roles.
 AWS_DEFAULT_CREDENTIALS_PROVIDER = "software.amazon.awssdk.auth.credentials.DefaultCredentialsProvider"
 
@@ -84,8 +81,8 @@ def prod_spark_config() -> dict[str, str]:
     """Spark settings for production: the local defaults plus S3A, with the S3 settings read when the run starts.
 
     pyiceberg names warehouse objects ``s3://``; the lake's Spark path rewrites them to ``s3a://``. The S3A jars
-    (S3A_MAVEN_PACKAGES and its AWS SDK bundle) are baked into the image rather than fetched with
-    ``spark.jars.packages``, so a run never depends on Maven being reachable.
+    (``batch_platform.spark_jars``, groups ``s3`` and ``iceberg``) are baked into the image's Spark jars folder
+    rather than fetched with ``spark.jars.packages``, so a run never depends on Maven being reachable.
     """
     return {
         **LOCAL_SPARK_CONFIG,
@@ -132,7 +129,7 @@ def prod_resources() -> dict[str, Any]:
             # An empty warehouse or SQL catalog URI is an error, never a silent SQLite catalog on the pod's disk.
             allow_local_defaults=False,
         ),
-        "spark": SparkResource(spark_config=prod_spark_config()),
+        "spark": SparkResource(spark_config=prod_spark_config(), jar_groups=list(PROD_SPARK_JAR_GROUPS)),
         "landing": LandingZoneResource(uri=dg.EnvVar(LANDING_URI_ENV)),
         "s3": LandingS3Resource(region_name=dg.EnvVar(AWS_REGION_ENV), endpoint_url=dg.EnvVar(S3_ENDPOINT_ENV)),
         "pii": PiiTokenizer(key=dg.EnvVar(PII_KEY_ENV)),

@@ -24,7 +24,8 @@ TEST_SPARK_CONFIG = {
 
 @pytest.fixture(scope="session")
 def spark_resource() -> SparkResource:
-    return SparkResource(spark_config=dict(TEST_SPARK_CONFIG))
+    # Both jar groups: the same session serves the S3A tests and Spark SQL over the lake.
+    return SparkResource(spark_config=dict(TEST_SPARK_CONFIG), jar_groups=["iceberg", "s3"])
 
 
 @pytest.fixture(scope="session")
