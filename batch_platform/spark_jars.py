@@ -54,12 +54,27 @@ ICEBERG = (
         "1.12.0",
         "3123c3798af642dd537230923548e013ef41cc28b6626e5225808cf5670a0f82",
     ),
-    MavenJar("org.xerial", "sqlite-jdbc", "3.54.1.0", "f8dce420a6016278497f4f0560f65602b9db858de141b541cf91a4644ebe4639"),
-    MavenJar("org.postgresql", "postgresql", "42.7.14", "73914527305a40cce504b0d3d90b23caf565136912d607ae8ae7c5895512332c"),
+    MavenJar(
+        "org.xerial",
+        "sqlite-jdbc",
+        "3.54.1.0",
+        "f8dce420a6016278497f4f0560f65602b9db858de141b541cf91a4644ebe4639",
+    ),
+    MavenJar(
+        "org.postgresql",
+        "postgresql",
+        "42.7.14",
+        "73914527305a40cce504b0d3d90b23caf565136912d607ae8ae7c5895512332c",
+    ),
 )
 # S3A (Spark's executors reading and writing s3a://) and the AWS SDK v2 that it and Iceberg's Glue catalog use.
 S3 = (
-    MavenJar("org.apache.hadoop", "hadoop-aws", "3.4.2", "d2d24e6b715b5656b9d238bf13b6682a07e2004dd36aad74a73aeb854319f4d9"),
+    MavenJar(
+        "org.apache.hadoop",
+        "hadoop-aws",
+        "3.4.2",
+        "d2d24e6b715b5656b9d238bf13b6682a07e2004dd36aad74a73aeb854319f4d9",
+    ),
     MavenJar(
         "software.amazon.awssdk",
         "bundle",
