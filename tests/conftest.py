@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from moto.server import ThreadedMotoServer
+from pg_server import PostgresServer, postgres_for_tests
 from pyspark.sql import SparkSession
 
 from batch_platform.lake import IcebergLakeResource
@@ -51,3 +52,18 @@ def moto_endpoint() -> Iterator[str]:
         yield f"http://{host}:{port}"
     finally:
         server.stop()
+
+
+# A PostgreSQL server for the production-path tests, started once per test session in a temporary folder and
+# stopped at its end (or an existing one: BATCH_PLATFORM_TEST_POSTGRES, see tests/pg_server.py).
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    with postgres_for_tests() as server:
+        yield server
+
+
+@pytest.fixture
+def pg_database(postgres_server: PostgresServer) -> Iterator[str]:
+    """A fresh, empty database for one test, dropped (with any connection left open) afterwards."""
+    with postgres_server.database() as name:
+        yield name

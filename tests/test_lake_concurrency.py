@@ -18,10 +18,10 @@ from datetime import date, timedelta
 from multiprocessing.synchronize import Barrier
 from pathlib import Path
 
-import psycopg2
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
+from pg_server import PostgresServer
 from pyiceberg.table import Table
 
 from batch_platform.lake import IcebergLakeResource, LakeTable, Lineage, PartitionWriteConflict
@@ -51,7 +51,6 @@ NO_PYICEBERG_RETRY_EVENTS = LakeTable(
     properties={"commit.retry.num-retries": "0"},
 )
 FIRST_DAY = date(2024, 3, 1)
-PG_ADMIN_DSN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
 # Generous: 8 processes importing dagster and pyiceberg at once on 2 cores take a while to reach the barrier.
 WRITER_TIMEOUT_S = 240.0
 PYICEBERG_RETRY_MESSAGE = "Commit failed due to a concurrent update"
@@ -243,18 +242,9 @@ def catalog_uri(request: pytest.FixtureRequest) -> Iterator[str | None]:
     if request.param == "sqlite":
         yield None
         return
-    db_name = f"lake_test_{uuid.uuid4().hex}"
-    admin = psycopg2.connect(PG_ADMIN_DSN)
-    admin.autocommit = True  # CREATE/DROP DATABASE cannot run inside a transaction
-    try:
-        with admin.cursor() as cur:
-            cur.execute(f'CREATE DATABASE "{db_name}"')
-        yield f"postgresql+psycopg2://postgres@127.0.0.1:5432/{db_name}"
-        with admin.cursor() as cur:
-            # FORCE: the test's own catalog engine may still hold pooled connections.
-            cur.execute(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
-    finally:
-        admin.close()
+    server: PostgresServer = request.getfixturevalue("postgres_server")
+    with server.database() as name:
+        yield server.sqlalchemy_uri(name)
 
 
 @pytest.fixture

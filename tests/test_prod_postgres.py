@@ -1,21 +1,20 @@
 """The production storage path without a cloud: Dagster's run, event-log and schedule storage and the Iceberg
 catalog both on a real PostgreSQL, with a demo partition materialized on Spark.
 
-Each test gets a database of its own (created with a random name, dropped afterwards) on the PostgreSQL that this
-machine and CI start before every session (127.0.0.1:5432, user postgres, trust authentication).
+Each test gets a database of its own (created with a random name, dropped afterwards) on the throwaway PostgreSQL
+server that the test session starts (tests/pg_server.py).
 """
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
-import psycopg2
 import pytest
 import sqlalchemy as sa
 from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage, PostgresScheduleStorage
+from pg_server import PostgresServer
 
 from assets.platform_demo import (
     CARD_TRANSACTIONS,
@@ -26,36 +25,14 @@ from assets.platform_demo import (
 from batch_platform.lake import IcebergLakeResource
 from batch_platform.spark import SparkResource
 
-PG_HOST = "127.0.0.1"
-PG_PORT = 5432
-PG_USER = "postgres"
 PARTITION = "2024-03-05"
 ROWS_PER_DAY = 300
 
 
-def _admin_connection() -> psycopg2.extensions.connection:
-    conn = psycopg2.connect(host=PG_HOST, port=PG_PORT, user=PG_USER, dbname="postgres")
-    conn.autocommit = True  # CREATE/DROP DATABASE cannot run inside a transaction
-    return conn
-
-
 @pytest.fixture
-def pg_database() -> Iterator[str]:
-    """A fresh, empty database for one test, dropped (with any connection left open) afterwards."""
-    name = f"batch_platform_test_{uuid.uuid4().hex}"
-    conn = _admin_connection()
-    try:
-        with conn.cursor() as cur:
-            cur.execute(f'CREATE DATABASE "{name}"')
-        yield name
-    finally:
-        with conn.cursor() as cur:
-            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        conn.close()
-
-
-@pytest.fixture
-def postgres_instance(pg_database: str, tmp_path: Path) -> Iterator[dg.DagsterInstance]:
+def postgres_instance(
+    postgres_server: PostgresServer, pg_database: str, tmp_path: Path
+) -> Iterator[dg.DagsterInstance]:
     """A persistent DagsterInstance configured the way production's dagster.yaml configures one."""
     home = tmp_path / "dagster_home"
     home.mkdir()
@@ -64,9 +41,9 @@ def postgres_instance(pg_database: str, tmp_path: Path) -> Iterator[dg.DagsterIn
 storage:
   postgres:
     postgres_db:
-      username: {PG_USER}
-      hostname: {PG_HOST}
-      port: {PG_PORT}
+      username: {postgres_server.user}
+      hostname: {postgres_server.host}
+      port: {postgres_server.port}
       db_name: {pg_database}
       # SQLAlchemy 2.1 needs the driver named (Dagster issue 33958).
       scheme: postgresql+psycopg2
@@ -81,11 +58,8 @@ telemetry:
         instance.dispose()
 
 
-def _catalog_uri(database: str) -> str:
-    return f"postgresql+psycopg2://{PG_USER}@{PG_HOST}:{PG_PORT}/{database}"
-
-
 def test_partition_run_on_postgres_instance_records_run_events_and_iceberg_catalog_in_postgres(
+    postgres_server: PostgresServer,
     pg_database: str,
     postgres_instance: dg.DagsterInstance,
     spark_resource: SparkResource,
@@ -94,7 +68,7 @@ def test_partition_run_on_postgres_instance_records_run_events_and_iceberg_catal
     assert isinstance(postgres_instance.run_storage, PostgresRunStorage)
     assert isinstance(postgres_instance.event_log_storage, PostgresEventLogStorage)
     assert isinstance(postgres_instance.schedule_storage, PostgresScheduleStorage)
-    lake = IcebergLakeResource(catalog_uri=_catalog_uri(pg_database), data_dir=str(tmp_path / "lake"))
+    lake = IcebergLakeResource(catalog_uri=postgres_server.sqlalchemy_uri(pg_database), data_dir=str(tmp_path / "lake"))
 
     result = dg.materialize(
         [card_transactions, daily_transaction_totals],
@@ -127,7 +101,7 @@ def test_partition_run_on_postgres_instance_records_run_events_and_iceberg_catal
     assert sum(totals_rows["transactions"].to_pylist()) == ROWS_PER_DAY
 
     # The instance really is Postgres: the run, its materializations and the catalog rows are in that database.
-    engine = sa.create_engine(_catalog_uri(pg_database), poolclass=sa.pool.NullPool)
+    engine = sa.create_engine(postgres_server.sqlalchemy_uri(pg_database), poolclass=sa.pool.NullPool)
     with engine.connect() as conn:
         runs = conn.execute(sa.text("SELECT run_id, status FROM runs")).all()
         materialized = conn.execute(
