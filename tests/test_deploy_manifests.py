@@ -172,6 +172,21 @@ def test_instance_monitors_and_retries_runs_lost_with_their_pod() -> None:
     assert config["run_retries"] == {"enabled": True, "max_retries": 2, "retry_on_asset_or_op_failure": False}
 
 
+def test_local_and_production_instances_free_dead_runs_slots_and_retry_crashes_alike() -> None:
+    """Both instances free the pool slots of ended runs (0 or absent would keep them for ever), bound how long a
+    run can hang, and retry crashed runs (not failed steps) the same number of times."""
+    local, production = dict(load_yaml(ROOT / "dagster.yaml")), instance_yaml()
+    for config in (local, production):
+        monitoring = config["run_monitoring"]
+        assert monitoring["enabled"] is True
+        assert monitoring["free_slots_after_run_end_seconds"] > 0
+        assert monitoring["start_timeout_seconds"] > 0 and monitoring["cancel_timeout_seconds"] > 0
+        # Freeing happens in the monitoring loop: a slot is free at most one interval after the delay.
+        assert monitoring["poll_interval_seconds"] <= 120
+    assert local["run_retries"] == production["run_retries"]
+    assert local["concurrency"]["pools"] == production["concurrency"]["pools"]
+
+
 def test_default_run_pod_size_is_the_default_profiles() -> None:
     resources = instance_yaml()["run_launcher"]["config"]["resources"]
     profile = COMPUTE_PROFILES[DEFAULT_PROFILE]
@@ -504,6 +519,7 @@ def test_helm_values_render_the_same_instance_as_deploy_dagster_yaml() -> None:
         "cancelTimeoutSeconds": monitoring["cancel_timeout_seconds"],
         "maxResumeRunAttempts": monitoring["max_resume_run_attempts"],
         "pollIntervalSeconds": monitoring["poll_interval_seconds"],
+        "freeSlotsAfterRunEndSeconds": monitoring["free_slots_after_run_end_seconds"],
     }
     retries = instance["run_retries"]
     assert daemon["runRetries"] == {
