@@ -33,6 +33,13 @@ K8S_CONFIG_TAG = "dagster-k8s/config"
 # ``tag_concurrency_limits`` cap how many Spark runs (drivers, and in local mode their JVMs) run at once.
 ENGINE_TAG = "batch-platform/engine"
 SPARK_ENGINE = "spark"
+# Dagster's run tags (dagster._core.storage.tags): the run monitoring loop fails a run that outlives its max runtime,
+# and the run retry daemon re-executes a crashed run with the retry strategy (from the failed step, not whole).
+MAX_RUNTIME_TAG = "dagster/max_runtime"
+RETRY_STRATEGY_TAG = "dagster/retry_strategy"
+FROM_FAILURE = "FROM_FAILURE"
+# Runs whose steps name no profile (maintenance, raw loads) are bounded too.
+DEFAULT_MAX_RUNTIME_SECONDS = 4 * 3600
 
 # Where the image ships the Spark executor pod template (deploy/Dockerfile copies it there).
 EXECUTOR_POD_TEMPLATE_PATH = "/opt/batch_platform/spark/executor-pod-template.yaml"
@@ -99,7 +106,9 @@ class ComputeProfile:
 
     Requests equal limits (Guaranteed QoS): a batch pod is sized for its job, is evicted last under node pressure,
     and a killed run costs a whole re-run. ``driver_memory`` is the JVM heap of the Spark driver inside the pod;
-    the rest of the pod's memory is for Python, Arrow buffers and the JVM's off-heap use.
+    the rest of the pod's memory is for Python, Arrow buffers and the JVM's off-heap use. ``max_runtime_seconds``
+    bounds a run of the profile (a range run of a backfill included): past it, run monitoring fails the run, so a
+    hung run or one whose worker vanished unseen frees its tables and lets the retry go.
     """
 
     name: str
@@ -110,6 +119,7 @@ class ComputeProfile:
     driver_memory: str
     pool: NodePool
     executors: SparkExecutors
+    max_runtime_seconds: int
 
     @property
     def rank(self) -> int:
@@ -127,6 +137,7 @@ COMPUTE_PROFILES: dict[str, ComputeProfile] = {
             memory_request="4Gi",
             memory_limit="4Gi",
             driver_memory="2g",
+            max_runtime_seconds=2 * 3600,
             pool=ON_DEMAND_POOL,
             executors=SparkExecutors(
                 instances=1,
@@ -145,6 +156,7 @@ COMPUTE_PROFILES: dict[str, ComputeProfile] = {
             memory_request="8Gi",
             memory_limit="8Gi",
             driver_memory="4g",
+            max_runtime_seconds=3 * 3600,
             pool=ON_DEMAND_POOL,
             executors=SparkExecutors(
                 instances=2,
@@ -165,6 +177,7 @@ COMPUTE_PROFILES: dict[str, ComputeProfile] = {
             memory_request="16Gi",
             memory_limit="16Gi",
             driver_memory="10g",
+            max_runtime_seconds=4 * 3600,
             pool=SPOT_POOL,
             executors=SparkExecutors(
                 instances=4,
@@ -183,6 +196,7 @@ COMPUTE_PROFILES: dict[str, ComputeProfile] = {
             memory_request="32Gi",
             memory_limit="32Gi",
             driver_memory="20g",
+            max_runtime_seconds=6 * 3600,
             pool=SPOT_POOL,
             executors=SparkExecutors(
                 instances=8,
@@ -312,10 +326,13 @@ def _selected_step_tags(instance: dg.DagsterInstance, run: dg.DagsterRun) -> lis
 
 
 def run_tags_for(instance: dg.DagsterInstance, run: dg.DagsterRun) -> dict[str, str]:
-    """Tags to add to a run so the K8sRunLauncher and the run queue see its profile and whether it runs Spark; an
-    explicit ``dagster-k8s/config`` run tag (e.g. set in the launchpad) is kept as the user's override."""
+    """Tags to add to a run so the K8sRunLauncher and the run queue see its profile and whether it runs Spark, run
+    monitoring its max runtime, and run retries their strategy (from failure); an explicit run tag (e.g. a
+    ``dagster-k8s/config`` set in the launchpad) is kept as the user's override."""
     profile = profile_of_run(instance, run)
     tags = profile_tags(profile) if profile is not None else {}
+    tags[MAX_RUNTIME_TAG] = str(profile.max_runtime_seconds if profile is not None else DEFAULT_MAX_RUNTIME_SECONDS)
+    tags[RETRY_STRATEGY_TAG] = FROM_FAILURE
     if any(step.get(ENGINE_TAG) == SPARK_ENGINE for step in _selected_step_tags(instance, run)):
         tags[ENGINE_TAG] = SPARK_ENGINE
     return {k: v for k, v in tags.items() if k not in run.tags}

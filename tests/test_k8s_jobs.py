@@ -51,6 +51,8 @@ from batch_platform.compute import (
     ENGINE_TAG,
     EXECUTOR_POD_TEMPLATE_PATH,
     K8S_CONFIG_TAG,
+    MAX_RUNTIME_TAG,
+    RETRY_STRATEGY_TAG,
     SPARK_ENGINE,
     ComputeProfile,
     executor_instances,
@@ -449,6 +451,25 @@ def test_a_profile_named_in_the_launchpad_overrides_the_assets_profile(
     dequeue(context)
     ((_, manifest),) = launched_jobs
     assert_shaped_by(manifest, COMPUTE_PROFILES["xlarge"])
+
+
+@pytest.mark.parametrize("profile_name", list(COMPUTE_PROFILES))
+def test_every_run_is_bounded_by_its_profiles_max_runtime_and_retried_from_failure(
+    instance: dg.DagsterInstance, context: WorkspaceProcessContext, profile_name: str
+) -> None:
+    run = instance.get_run_by_id(launch_from_ui(context, PROBE_TABLES[profile_name].asset_key))
+    assert run is not None
+    # Run monitoring fails a run past this (even one whose worker vanished); retries resume at the failed step.
+    assert run.tags[MAX_RUNTIME_TAG] == str(COMPUTE_PROFILES[profile_name].max_runtime_seconds)
+    assert run.tags[RETRY_STRATEGY_TAG] == "FROM_FAILURE"
+    assert MAX_RUNTIME_TAG == dg.MAX_RUNTIME_SECONDS_TAG  # the tag Dagster's run monitoring reads
+
+
+def test_a_max_runtime_typed_in_the_launchpad_is_kept(
+    instance: dg.DagsterInstance, context: WorkspaceProcessContext
+) -> None:
+    run = instance.get_run_by_id(launch_with_tags(context, PROBE_TABLES["small"].asset_key, {MAX_RUNTIME_TAG: "60"}))
+    assert run is not None and run.tags[MAX_RUNTIME_TAG] == "60"
 
 
 def test_the_queue_launches_at_most_two_xlarge_runs_at_once(
