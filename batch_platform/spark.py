@@ -35,6 +35,27 @@ LOCAL_SPARK_CONFIG: dict[str, str] = {
 }
 
 
+S3A_ENDPOINT = "spark.hadoop.fs.s3a.endpoint"
+S3A_PATH_STYLE = "spark.hadoop.fs.s3a.path.style.access"
+
+
+def with_s3a_endpoint_settings(settings: dict[str, str]) -> dict[str, str]:
+    """The settings with what an S3A endpoint override implies, unless set explicitly.
+
+    Behind an endpoint override (MinIO, Ceph, a test server) buckets have no DNS names of their own, so S3A must
+    address them by path (the AWS SDK does that by itself only for an IP address); on AWS (no override, or an empty
+    one resolved from the environment) virtual-host style stays. An empty endpoint is dropped: S3A then uses the
+    region's AWS endpoint.
+    """
+    endpoint = settings.get(S3A_ENDPOINT)
+    if endpoint is None:
+        return settings
+    derived = {k: v for k, v in settings.items() if k != S3A_ENDPOINT or v}
+    if endpoint:
+        derived.setdefault(S3A_PATH_STYLE, "true")
+    return derived
+
+
 def ensure_java() -> str:
     """Path of the java binary Spark will start, or a clear error if there is none."""
     java_home = os.environ.get("JAVA_HOME")
@@ -83,7 +104,7 @@ class SparkResource(LazyPySparkResource):
                 **self.spark_config,
                 **self._step_spark_config,
             }
-            for key, value in {**settings, **REQUIRED_SPARK_CONFIG}.items():
+            for key, value in {**with_s3a_endpoint_settings(settings), **REQUIRED_SPARK_CONFIG}.items():
                 builder = builder.config(key, str(value))
             self._spark_session = builder.getOrCreate()
 

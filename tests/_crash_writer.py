@@ -3,6 +3,9 @@
 Run as a script with the project's Python. It stages one partition of the test table through the real Spark path
 (``IcebergLakeResource.stage_spark``), prints one marker line with what it staged, then sleeps until it is killed.
 The commit half of the write never runs.
+
+With ``--prod`` the lake and Spark are PROD's (``resources.prod_resources``, settings from the environment as a run
+pod gets them): Spark starts with PROD's S3A settings in a fresh JVM and stages through ``s3a://``.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from test_lake_crash_safety import ASSET_KEY, CRASH_EVENTS, STAGED_MARKER
 
 from batch_platform.lake import IcebergLakeResource, Lineage
 from batch_platform.spark import SparkResource
+from resources import prod_resources
 
 # One core, one shuffle task and no UI: the test only needs a real executor writing real files.
 CRASH_SPARK_CONFIG = {
@@ -37,15 +41,26 @@ CRASH_SPARK_CONFIG = {
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--data-dir", required=True)
+    parser.add_argument("--data-dir", help="local lake folder (without --prod)")
+    parser.add_argument("--prod", action="store_true", help="PROD's lake and Spark settings, from the environment")
     parser.add_argument("--partition", required=True, help="partition key, YYYY-MM-DD")
     parser.add_argument("--rows", type=int, required=True)
     parser.add_argument("--run-id", required=True)
     args = parser.parse_args(argv)
 
-    spark = SparkResource(spark_config=dict(CRASH_SPARK_CONFIG)).session
+    if args.prod:
+        prod = prod_resources()
+        prod_spark = prod["spark"]
+        # PROD's settings (S3A included), made small for a test process; EnvVars resolve as at a run's start.
+        spark_resource = SparkResource(
+            spark_config={**prod_spark.spark_config, **CRASH_SPARK_CONFIG}, jar_groups=prod_spark.jar_groups
+        ).process_config_and_initialize()
+        lake = prod["lake"].process_config_and_initialize()
+    else:
+        spark_resource = SparkResource(spark_config=dict(CRASH_SPARK_CONFIG))
+        lake = IcebergLakeResource(data_dir=args.data_dir)
+    spark = spark_resource.session
     spark.sparkContext.setLogLevel("ERROR")
-    lake = IcebergLakeResource(data_dir=args.data_dir)
     day = date.fromisoformat(args.partition)
     df = spark.range(args.rows).select(
         F.lit(day).alias("event_date"),

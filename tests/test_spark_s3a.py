@@ -1,0 +1,339 @@
+"""The production write path for real: Spark's executors stage Parquet on S3 through ``s3a://`` (hadoop-aws and
+the AWS SDK v2), pyiceberg commits the files to a Glue catalog; both served by a moto server over real HTTP.
+
+The shared test session (tests/conftest.py) started before these tests set any AWS variable, so it is pointed at
+the test bucket at runtime: per-bucket S3A settings in its Hadoop configuration, and credentials through the AWS
+SDK's default chain (PROD's provider) from JVM system properties, the one source of that chain a running JVM can
+still be given. The killed writer is a fresh process that starts Spark with PROD's own settings
+(``resources.prod_resources``) and credentials from its environment, as a run pod does.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import urllib.request
+import uuid
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+from test_lake_crash_safety import (
+    ASSET_KEY,
+    CRASH_EVENTS,
+    CRASH_WRITER,
+    STAGE_TIMEOUT_S,
+    kill_process_group,
+    live_processes_in_group,
+    wait_for_marker,
+)
+
+from batch_platform.lake import IcebergLakeResource, Lineage
+from batch_platform.lake.maintenance import expire_snapshots, reachable_files, remove_orphan_files
+from batch_platform.spark import with_s3a_endpoint_settings
+from resources import (
+    AWS_DEFAULT_CREDENTIALS_PROVIDER,
+    AWS_REGION_ENV,
+    CATALOG_TYPE_ENV,
+    CATALOG_URI_ENV,
+    GLUE_ENDPOINT_ENV,
+    S3_ENDPOINT_ENV,
+    WAREHOUSE_ENV,
+    prod_resources,
+)
+
+REGION = "eu-west-1"
+DAY = "2024-03-01"
+ROWS = 5_000
+
+
+@dataclass(frozen=True)
+class S3Lake:
+    endpoint: str
+    bucket: str
+    warehouse: str
+    lake: IcebergLakeResource
+
+    def client(self) -> Any:
+        return boto3.client("s3", endpoint_url=self.endpoint, region_name=REGION)
+
+    def keys(self, prefix: str = "") -> set[str]:
+        """Object keys in the bucket, without the empty "folder/" markers S3A and pyarrow leave."""
+        pages = self.client().get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix)
+        objects = [o for page in pages for o in page.get("Contents", [])]
+        return {o["Key"] for o in objects if not (o["Key"].endswith("/") and o["Size"] == 0)}
+
+    def read(self, key: str) -> bytes:
+        body: bytes = self.client().get_object(Bucket=self.bucket, Key=key)["Body"].read()
+        return body
+
+    def key_of(self, uri: str) -> str:
+        prefix = f"s3://{self.bucket}/"
+        assert uri.startswith(prefix), f"{uri} is not an s3:// URI in bucket {self.bucket}"
+        return uri[len(prefix) :]
+
+
+@pytest.fixture
+def s3_lake(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> S3Lake:
+    """A fresh bucket, PROD's variables pointing at moto's S3 and Glue, dummy credentials through the default chain."""
+    urllib.request.urlopen(urllib.request.Request(f"{moto_endpoint}/moto-api/reset", method="POST")).close()
+    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    bucket = f"lake-{uuid.uuid4().hex[:12]}"
+    boto3.client("s3", endpoint_url=moto_endpoint, region_name=REGION).create_bucket(
+        Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": REGION}
+    )
+    warehouse = f"s3://{bucket}/warehouse"
+    monkeypatch.setenv(CATALOG_TYPE_ENV, "glue")
+    monkeypatch.setenv(CATALOG_URI_ENV, "")
+    monkeypatch.setenv(WAREHOUSE_ENV, warehouse)
+    monkeypatch.setenv(AWS_REGION_ENV, REGION)
+    monkeypatch.setenv(S3_ENDPOINT_ENV, moto_endpoint)
+    monkeypatch.setenv(GLUE_ENDPOINT_ENV, moto_endpoint)
+    lake = prod_resources()["lake"].process_config_and_initialize()  # what a PROD run builds at its start
+    assert isinstance(lake, IcebergLakeResource)
+    return S3Lake(moto_endpoint, bucket, warehouse, lake)
+
+
+def point_s3a_at(spark: SparkSession, bucket: str, endpoint: str, region: str) -> None:
+    """Per-bucket S3A settings in a running session, and credentials for the SDK's default chain.
+
+    S3A reads ``fs.s3a.bucket.<bucket>.*`` when it creates the bucket's file system, which happens on first use, so
+    a fresh bucket takes them although the session is older. Environment variables exported after the JVM
+    started are invisible to it; the default chain reads JVM system properties first.
+    """
+    jvm = spark.sparkContext._jvm
+    assert jvm is not None
+    conf = spark.sparkContext._jsc.hadoopConfiguration()
+    prefix = f"fs.s3a.bucket.{bucket}."
+    for key, value in {
+        "endpoint": endpoint,
+        "endpoint.region": region,
+        "path.style.access": "true",
+        "aws.credentials.provider": AWS_DEFAULT_CREDENTIALS_PROVIDER,
+    }.items():
+        conf.set(prefix + key, value)
+    jvm.System.setProperty("aws.accessKeyId", os.environ["AWS_ACCESS_KEY_ID"])
+    jvm.System.setProperty("aws.secretAccessKey", os.environ["AWS_SECRET_ACCESS_KEY"])
+
+
+@pytest.fixture
+def s3a_spark(spark: SparkSession, s3_lake: S3Lake) -> Iterator[SparkSession]:
+    point_s3a_at(spark, s3_lake.bucket, s3_lake.endpoint, REGION)
+    yield spark
+
+
+def events(spark: SparkSession, day: str, rows: int, run_id: str) -> Any:
+    return spark.range(rows).select(
+        F.lit(day).cast("date").alias("event_date"),
+        F.col("id").alias("event_id"),
+        F.lit(run_id).alias("writer_run_id"),
+        (F.col("id") / 100).alias("amount"),
+    )
+
+
+# -- reading Iceberg metadata as another engine would: raw objects, no pyiceberg -----------------------------------
+
+
+def _avro_long(data: bytes, pos: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        byte = data[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        shift += 7
+        if not byte & 0x80:
+            return (value >> 1) ^ -(value & 1), pos
+
+
+def _avro_bytes(data: bytes, pos: int) -> tuple[bytes, int]:
+    size, pos = _avro_long(data, pos)
+    return data[pos : pos + size], pos + size
+
+
+def avro_content(data: bytes) -> tuple[dict[str, bytes], bytes]:
+    """Header metadata and the decompressed data blocks of an Avro object container file (Avro spec 1.11)."""
+    assert data[:4] == b"Obj\x01", "not an Avro object container file"
+    pos, meta = 4, {}
+    while True:
+        count, pos = _avro_long(data, pos)
+        if count == 0:
+            break
+        if count < 0:
+            count = -count
+            _, pos = _avro_long(data, pos)  # the block's byte size
+        for _ in range(count):
+            key, pos = _avro_bytes(data, pos)
+            meta[key.decode()], pos = _avro_bytes(data, pos)
+    pos += 16  # sync marker
+    codec = meta.get("avro.codec", b"null").decode()
+    assert codec in ("null", "deflate"), f"unexpected Avro codec {codec}"
+    blocks = []
+    while pos < len(data):
+        _, pos = _avro_long(data, pos)  # objects in the block
+        block, pos = _avro_bytes(data, pos)
+        pos += 16
+        blocks.append(zlib.decompress(block, -15) if codec == "deflate" else block)
+    return meta, b"".join(blocks)
+
+
+def metadata_objects(s3: S3Lake, table_location: str) -> dict[str, bytes]:
+    """Every object of the table's metadata folder (metadata.json files, manifest lists, manifests), decoded."""
+    found = {}
+    for key in sorted(s3.keys(s3.key_of(table_location) + "/metadata/")):
+        raw = s3.read(key)
+        if key.endswith(".avro"):
+            meta, blocks = avro_content(raw)
+            found[key] = b"".join(meta.values()) + blocks
+        else:
+            found[key] = raw
+    return found
+
+
+# -- tests ---------------------------------------------------------------------------------------------------------
+
+
+def test_spark_write_through_s3a_commits_only_s3_uris_and_reads_back_the_same_rows_in_pyiceberg_and_spark(
+    s3_lake: S3Lake, s3a_spark: SparkSession
+) -> None:
+    lake = s3_lake.lake
+    run_id = uuid.uuid4().hex
+    lineage = Lineage(run_id=run_id, asset_key=ASSET_KEY, partition_keys=(DAY,))
+
+    result = lake.write_spark(
+        s3a_spark, CRASH_EVENTS, events(s3a_spark, DAY, ROWS, run_id), partition_keys=[DAY], lineage=lineage
+    )
+
+    assert result.rows == ROWS and result.files >= 1
+    table = lake.load(CRASH_EVENTS)
+    location = table.location()
+    assert location.startswith(f"{s3_lake.warehouse}/")
+    # The staged files are the committed data files, in place under the run's staging folder, named s3://.
+    data_files = [t.file.file_path for t in table.scan().plan_files()]
+    assert len(data_files) == result.files
+    assert all(f.startswith(lake.run_staging_uri(CRASH_EVENTS, run_id) + "/") for f in data_files)
+    assert {s3_lake.key_of(f) for f in data_files} <= s3_lake.keys()
+
+    # The metadata another engine reads names s3:// objects only: no s3a:// in any metadata file, manifest list or
+    # manifest (whose decoded blocks do hold the data files' paths).
+    objects = metadata_objects(s3_lake, location)
+    kinds = {
+        "json": [k for k in objects if k.endswith(".metadata.json")],
+        "avro": [k for k in objects if k.endswith(".avro")],
+    }
+    assert kinds["json"] and len(kinds["avro"]) >= 2
+    leaking = sorted(k for k, content in objects.items() if b"s3a://" in content)
+    assert leaking == []
+    manifests_with_data = [k for k in kinds["avro"] if s3_lake.key_of(data_files[0]).encode() in objects[k]]
+    assert manifests_with_data and all(f"s3://{s3_lake.bucket}/".encode() in objects[k] for k in manifests_with_data)
+    current = json.loads(objects[s3_lake.key_of(table.metadata_location)])
+    assert current["location"] == location
+    assert {s["manifest-list"].split("://")[0] for s in current["snapshots"]} == {"s3"}
+
+    # The same rows read back through pyiceberg (Arrow over pyarrow's S3) and through Spark (s3a://).
+    arrow_rows = lake.read_arrow(CRASH_EVENTS, [DAY])
+    spark_rows = lake.read_spark(s3a_spark, CRASH_EVENTS, [DAY])
+    assert arrow_rows.num_rows == spark_rows.count() == ROWS
+    assert sorted(arrow_rows["event_id"].to_pylist()) == list(range(ROWS))
+    assert spark_rows.agg(F.sum("event_id")).first()[0] == sum(range(ROWS))
+
+
+def _start_prod_crash_writer(run_id: str, rows: int, log_file: Path) -> subprocess.Popen[str]:
+    with log_file.open("w") as stderr:
+        return subprocess.Popen(
+            [sys.executable, str(CRASH_WRITER), "--prod", "--partition", DAY, "--rows", str(rows), "--run-id", run_id],
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+            # PROD's variables and the dummy credentials, as a run pod's environment: the JVM reads them at start.
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            start_new_session=True,  # its own process group: killpg reaches the JVM that pyspark starts
+        )
+
+
+def test_spark_write_killed_after_staging_on_s3_leaves_table_unchanged_and_maintenance_removes_its_objects(
+    s3_lake: S3Lake, s3a_spark: SparkSession, tmp_path: Path
+) -> None:
+    lake = s3_lake.lake
+    first_run = uuid.uuid4().hex
+    lake.write_spark(
+        s3a_spark,
+        CRASH_EVENTS,
+        events(s3a_spark, DAY, 200, first_run),
+        partition_keys=[DAY],
+        lineage=Lineage(first_run, ASSET_KEY, (DAY,)),
+    )
+    before = lake.load(CRASH_EVENTS)
+    before_rows = lake.read_arrow(CRASH_EVENTS, [DAY]).sort_by("event_id")
+    before_reachable = reachable_files(before)
+
+    killed_run = uuid.uuid4().hex
+    log_file = tmp_path / "crash_writer.stderr"
+    proc = _start_prod_crash_writer(killed_run, 500, log_file)
+    try:
+        staged = wait_for_marker(proc, log_file, STAGE_TIMEOUT_S)
+    finally:
+        kill_process_group(proc)
+    assert proc.returncode == -signal.SIGKILL
+    assert not live_processes_in_group(proc.pid)
+
+    # The killed writer staged real objects through S3A, in its run's folder under the table, named s3://.
+    killed_prefix = s3_lake.key_of(lake.run_staging_uri(CRASH_EVENTS, killed_run)) + "/"
+    staged_keys = {s3_lake.key_of(f) for f in staged.files}
+    assert staged_keys and all(k.startswith(killed_prefix) for k in staged_keys)
+    assert staged_keys <= s3_lake.keys(killed_prefix)
+
+    # The table is exactly as before: same metadata file, same snapshots, same rows.
+    after = lake.load(CRASH_EVENTS)
+    assert after.metadata_location == before.metadata_location
+    assert [s.snapshot_id for s in after.snapshots()] == [s.snapshot_id for s in before.snapshots()]
+    assert lake.read_arrow(CRASH_EVENTS, [DAY]).sort_by("event_id").equals(before_rows)
+
+    # Maintenance, as the weekly job runs it (no run is live), removes the dead run's objects and nothing reachable.
+    expire_snapshots(lake, CRASH_EVENTS, older_than=timedelta(0))
+    result = remove_orphan_files(lake, CRASH_EVENTS, live_run_ids=())
+
+    assert result.dead_staging_files_deleted >= len(staged_keys)
+    assert s3_lake.keys(killed_prefix) == set()
+    remaining = s3_lake.keys()
+    reachable = {s3_lake.key_of(uri) for uri in reachable_files(lake.load(CRASH_EVENTS))}
+    assert reachable <= remaining
+    assert {s3_lake.key_of(uri) for uri in before_reachable if uri.endswith(".parquet")} <= remaining
+    assert lake.read_arrow(CRASH_EVENTS, [DAY]).sort_by("event_id").equals(before_rows)
+    assert lake.read_spark(s3a_spark, CRASH_EVENTS, [DAY]).count() == before_rows.num_rows
+
+
+@pytest.mark.parametrize("endpoint", ["http://minio.storage.svc:9000", ""])
+def test_prod_spark_addresses_buckets_by_path_only_behind_an_endpoint_override(
+    endpoint: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An S3-compatible store's host name has no per-bucket DNS names; AWS's endpoint keeps virtual-host style."""
+    monkeypatch.setenv(AWS_REGION_ENV, REGION)
+    monkeypatch.setenv(S3_ENDPOINT_ENV, endpoint)
+    resolved = prod_resources()["spark"].process_config_and_initialize()  # no session: the resource is lazy
+
+    settings = with_s3a_endpoint_settings(resolved.spark_config)
+
+    if endpoint:
+        assert settings["spark.hadoop.fs.s3a.endpoint"] == endpoint
+        assert settings["spark.hadoop.fs.s3a.path.style.access"] == "true"
+    else:
+        assert "spark.hadoop.fs.s3a.endpoint" not in settings  # S3A then uses the region's AWS endpoint
+        assert "spark.hadoop.fs.s3a.path.style.access" not in settings
+    assert settings["spark.hadoop.fs.s3a.endpoint.region"] == REGION
