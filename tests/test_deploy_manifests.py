@@ -3,12 +3,15 @@
 - deploy/dagster.yaml: Dagster's own instance loading (InstanceRef.from_dir, which runs dagster_instance_config)
   and each configured class's config schema, applied as ConfigurableClassData.rehydrate applies it.
 - deploy/k8s/*.yaml: the Kubernetes OpenAPI schema (kubernetes-validate, strict, newest version it ships).
-- deploy/helm/values.yaml: the keys the official chart's values schema defines (VERIFIED_CHART_KEYS below), and
-  agreement with deploy/dagster.yaml.
+- deploy/helm/values.yaml: the official chart's published values.schema.json (vendored in tests/data/helm), applied
+  to the values merged over the chart's defaults as Helm applies it; the keys the chart defines (VERIFIED_CHART_KEYS
+  below) where that schema leaves maps open; and agreement with deploy/dagster.yaml.
 - deploy/iam/*.json: IAM policy structure and least privilege.
 - deploy/Dockerfile, deploy/entrypoint.sh: static checks, and the entry point run with a stand-in java.
 """
 
+import copy
+import functools
 import json
 import os
 import re
@@ -16,6 +19,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
@@ -24,6 +28,10 @@ from dagster._core.instance.config import ConcurrencyConfig, dagster_instance_co
 from dagster._core.instance.ref import InstanceRef
 from dagster._serdes import ConfigurableClassData
 from dagster_k8s.job import UserDefinedDagsterK8sConfig
+from jsonschema.exceptions import best_match
+from referencing import Registry, Resource
+from referencing.exceptions import NoSuchResource
+from referencing.jsonschema import DRAFT202012
 
 from assets import all_assets
 from batch_platform.compute import (
@@ -269,6 +277,9 @@ def test_executor_pod_template_tolerates_spot_and_runs_as_the_run_account() -> N
 # helm/dagster/schema/schema/charts/ of dagster-io/dagster), for the sections these values use; ANY marks free-form
 # maps (Kubernetes objects, annotations, class config). Read from the chart's current schema models, not pinned to
 # chart 1.13.27 byte for byte: newer keys may exist, none used here is missing.
+# Kept beside the published-schema test below, which does not cover it: that schema allows unknown keys at the top
+# level and in global, serviceAccount, postgresql, the user deployments, s3ComputeLogManager, runRetries and the
+# ingress hosts (a misspelt key there would be silently ignored by the chart); this list rejects them.
 ANY = "any"
 IMAGE = {"repository": ANY, "tag": ANY, "pullPolicy": ANY}
 K8S_POD_KEYS = dict.fromkeys(
@@ -577,6 +588,109 @@ def test_webserver_ingress_requires_login_through_an_auth_proxy() -> None:
     assert "/oauth2/start" in annotations["nginx.ingress.kubernetes.io/auth-signin"]
     for host in ("dagsterWebserver", "readOnlyDagsterWebserver"):
         assert ingress[host]["tls"]["enabled"] is True
+
+
+# --- deploy/helm/values.yaml against the chart's published values schema ------------------------------------------
+
+# The official chart's values.schema.json and default values.yaml, copied unchanged from dagster-io/dagster (commit
+# 437f92d9; tests/data/helm/README.md says where from, and that this commit is not confirmed to be the 1.13.27 tag).
+CHART_DATA = ROOT / "tests" / "data" / "helm"
+CHART_SCHEMA = CHART_DATA / "dagster-chart-437f92d9.values.schema.json"
+CHART_DEFAULT_VALUES = CHART_DATA / "dagster-chart-437f92d9.values.yaml"
+# The schema's Kubernetes types are $refs to this file; nothing is fetched. The address is served offline from the
+# definitions kubernetes-validate ships: its oldest version (the closest to the chart's 1.19 pin), non-strict like the
+# referenced file (the chart's own defaults set startupProbe.enabled, which a strict Probe rejects). The shipped file
+# keys its types under "$defs" where the referenced one has "definitions", so the resource carries both. Any other
+# remote $ref fails instead of being downloaded.
+CHART_K8S_DEFINITIONS = (
+    "https://raw.githubusercontent.com/yannh/kubernetes-json-schema/master/v1.19.0/_definitions.json"
+)
+
+
+@functools.cache
+def chart_schema_validator() -> jsonschema.Draft202012Validator:
+    k8s_version = kubernetes_validate.utils.all_versions()[0]
+    definitions = kubernetes_validate.utils.schema_contents(
+        f"kubernetes-json-schema/v{k8s_version}-local/_definitions.json", k8s_version
+    )["$defs"]
+    kubernetes = Resource.from_contents(
+        {"definitions": definitions, "$defs": definitions}, default_specification=DRAFT202012
+    )
+
+    def offline(uri: str) -> Resource[Any]:
+        raise NoSuchResource(ref=uri)
+
+    registry: Registry[Any] = Registry(retrieve=offline).with_resource(CHART_K8S_DEFINITIONS, kubernetes)
+    schema = json.loads(CHART_SCHEMA.read_text())
+    # The schema declares no $schema: pydantic 2 generates it ($defs, $ref beside other keywords) for draft 2020-12.
+    jsonschema.Draft202012Validator.check_schema(schema)
+    return jsonschema.Draft202012Validator(schema, registry=registry)
+
+
+def chart_default_values() -> dict[str, Any]:
+    return dict(load_yaml(CHART_DEFAULT_VALUES))
+
+
+def helm_merge(defaults: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """The values Helm validates: the chart's defaults with ours over them, maps merged key by key, lists and scalars
+    replaced, and a null deleting the chart's key."""
+    merged = dict(defaults)
+    for key, value in overrides.items():
+        if value is None:
+            merged.pop(key, None)
+        elif isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = helm_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def chart_schema_errors(values: dict[str, Any]) -> list[str]:
+    """Each error's path and message. Most chart fields are "X or null" (anyOf); best_match goes into the branch
+    that names the offending field instead of reporting the whole anyOf."""
+    leaves = [best_match([error]) for error in chart_schema_validator().iter_errors(values)]
+    return sorted(f"{leaf.json_path}: {leaf.message}" for leaf in leaves if leaf is not None)
+
+
+def test_chart_default_values_pass_the_vendored_schema_offline() -> None:
+    # The vendored pair and the offline Kubernetes definitions fit together: the chart's own defaults are valid.
+    assert chart_schema_errors(chart_default_values()) == []
+
+
+def test_helm_values_merged_over_the_chart_defaults_pass_the_charts_values_schema() -> None:
+    errors = chart_schema_errors(helm_merge(chart_default_values(), helm_values()))
+    assert not errors, "deploy/helm/values.yaml fails the chart's values.schema.json:\n" + "\n".join(errors)
+
+
+@pytest.mark.parametrize(
+    "path,bad,expected_path,expected_message",
+    [
+        (("dagsterWebserver", "replicaCount"), "2", "$.dagsterWebserver.replicaCount", "'2' is not of type 'integer'"),
+        (
+            ("runLauncher", "config", "k8sRunLauncher", "jobNamespce"),
+            NAMESPACE,
+            "$.runLauncher.config.k8sRunLauncher",
+            "Additional properties are not allowed ('jobNamespce' was unexpected)",
+        ),
+        # A Kubernetes type, checked through the offline definitions.
+        (
+            ("dagsterDaemon", "resources", "requests"),
+            "1Gi",
+            "$.dagsterDaemon.resources.requests",
+            "'1Gi' is not of type 'object', 'null'",
+        ),
+    ],
+    ids=["wrong-type", "unknown-key", "kubernetes-type"],
+)
+def test_chart_values_schema_rejects_a_bad_field(
+    path: tuple[str, ...], bad: Any, expected_path: str, expected_message: str
+) -> None:
+    values = copy.deepcopy(helm_merge(chart_default_values(), helm_values()))
+    node = values
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = bad
+    assert chart_schema_errors(values) == [f"{expected_path}: {expected_message}"]
 
 
 # --- deploy/iam ---------------------------------------------------------------------------------------------------
