@@ -10,6 +10,7 @@ from assets import all_assets, all_lake_tables
 from batch_platform.failure_sensor import build_run_failure_alert_sensor
 from batch_platform.freshness import apply_freshness_policies, build_partition_freshness_checks
 from batch_platform.lake import build_maintenance_job, build_maintenance_schedule
+from batch_platform.pool_alerts import build_blocked_pool_alert_sensor
 from resources import deployment_environment, resources_for
 from sensors import (
     DEFAULT_FRESHNESS_DEADLINE_HOURS,
@@ -34,7 +35,7 @@ def build_definitions(env: str | None = None) -> dg.Definitions:
     defs = dg.Definitions(
         assets=all_assets,
         asset_checks=freshness_checks,
-        sensors=[*all_sensors, build_run_failure_alert_sensor(), freshness_sensor],
+        sensors=[*all_sensors, build_run_failure_alert_sensor(), build_blocked_pool_alert_sensor(), freshness_sensor],
         schedules=[*all_schedules, build_maintenance_schedule(maintenance)],
         jobs=[*all_jobs, maintenance],
         resources=resources_for(env or deployment_environment()),

@@ -76,6 +76,7 @@ def test_the_automation_the_platform_relies_on_is_running_by_default() -> None:
         "lending_restatement_sensor",
         "partition_freshness_sensor",
         "run_failure_alerts",
+        "blocked_pool_alerts",
     }
     assert set(sensors.values()) == {dg.DefaultSensorStatus.RUNNING}
     assert set(schedules) == {"lending_daily_schedule", "iceberg_maintenance_schedule"}
