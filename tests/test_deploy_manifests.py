@@ -789,8 +789,11 @@ def test_image_ships_the_executor_pod_template_where_spark_conf_points() -> None
     ignore = (DEPLOY / "Dockerfile.dockerignore").read_text().split()
     assert ("deploy/entrypoint.sh", "/usr/local/bin/batch-platform-entrypoint") in copies
     # The build context holds only what the image copies (BuildKit reads <Dockerfile>.dockerignore).
+    included = {entry[1:].rstrip("/") for entry in ignore if entry.startswith("!")}
     for source, _ in copies:
-        assert f"!{source.rstrip('/')}" in ignore or f"!{source.rstrip('/')}/" in ignore, source
+        # A file is in the context if it, or a folder above it, is un-ignored.
+        parts = Path(source.rstrip("/")).parts
+        assert any("/".join(parts[:n]) in included for n in range(1, len(parts) + 1)), source
 
 
 def fake_java(tmp_path: Path) -> Path:
