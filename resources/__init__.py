@@ -80,7 +80,9 @@ def deployment_environment() -> str:
 def prod_spark_config() -> dict[str, str]:
     """Spark settings for production: the local defaults plus S3A, with the S3 settings read when the run starts.
 
-    pyiceberg names warehouse objects ``s3://``; the lake's Spark path rewrites them to ``s3a://``. The S3A jars
+    pyiceberg names warehouse objects ``s3://``; the lake's Spark path rewrites them to ``s3a://``. With an endpoint
+    override, ``SparkResource`` also turns on path-style access (``batch_platform.spark.with_s3a_endpoint_settings``),
+    since the value is only known when the run starts. The S3A jars
     (``batch_platform.spark_jars``, groups ``s3`` and ``iceberg``) are baked into the image's Spark jars folder
     rather than fetched with ``spark.jars.packages``, so a run never depends on Maven being reachable.
     """
@@ -130,7 +132,10 @@ def prod_resources() -> dict[str, Any]:
             allow_local_defaults=False,
         ),
         "spark": SparkResource(spark_config=prod_spark_config(), jar_groups=list(PROD_SPARK_JAR_GROUPS)),
-        "landing": LandingZoneResource(uri=dg.EnvVar(LANDING_URI_ENV)),
+        # The landing bucket is reached with the warehouse's S3 settings (same endpoint override and region).
+        "landing": LandingZoneResource(
+            uri=dg.EnvVar(LANDING_URI_ENV), s3_endpoint=dg.EnvVar(S3_ENDPOINT_ENV), region=dg.EnvVar(AWS_REGION_ENV)
+        ),
         "s3": LandingS3Resource(region_name=dg.EnvVar(AWS_REGION_ENV), endpoint_url=dg.EnvVar(S3_ENDPOINT_ENV)),
         "pii": PiiTokenizer(key=dg.EnvVar(PII_KEY_ENV)),
         "alerts": WebhookAlerts(url=dg.EnvVar(ALERT_WEBHOOK_URL_ENV)),

@@ -20,12 +20,17 @@ import uuid
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
 import boto3
+import dagster as dg
+import pyarrow.compute as pc
+import pyarrow.fs as pafs
 import pytest
+import sqlalchemy as sa
+from pg_server import PostgresServer
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 from test_lake_crash_safety import (
@@ -38,15 +43,35 @@ from test_lake_crash_safety import (
     wait_for_marker,
 )
 
-from batch_platform.lake import IcebergLakeResource, Lineage
+from assets.lending.core import core_assets
+from assets.lending.landing import LandingZone
+from assets.lending.raw import raw_assets
+from assets.lending.reporting import reporting_assets
+from assets.lending.simulator import simulate
+from assets.lending.tables import (
+    CORE_LOAN_DAILY_STATUS,
+    CORE_LOANS,
+    CORE_TABLES,
+    LENDING_START,
+    RAW_QUARANTINE,
+    RAW_TABLES,
+    REPORTING_MERCHANT_PERFORMANCE,
+    REPORTING_PORTFOLIO_DAILY,
+    REPORTING_VINTAGE_CURVES,
+)
+from assets.lending.world import DATASETS, SimulationConfig
+from batch_platform.lake import IcebergLakeResource, LakeTable, Lineage
 from batch_platform.lake.maintenance import expire_snapshots, reachable_files, remove_orphan_files
 from batch_platform.spark import with_s3a_endpoint_settings
 from resources import (
+    ALERT_WEBHOOK_URL_ENV,
     AWS_DEFAULT_CREDENTIALS_PROVIDER,
     AWS_REGION_ENV,
     CATALOG_TYPE_ENV,
     CATALOG_URI_ENV,
     GLUE_ENDPOINT_ENV,
+    LANDING_URI_ENV,
+    PII_KEY_ENV,
     S3_ENDPOINT_ENV,
     WAREHOUSE_ENV,
     prod_resources,
@@ -337,3 +362,150 @@ def test_prod_spark_addresses_buckets_by_path_only_behind_an_endpoint_override(
         assert "spark.hadoop.fs.s3a.endpoint" not in settings  # S3A then uses the region's AWS endpoint
         assert "spark.hadoop.fs.s3a.path.style.access" not in settings
     assert settings["spark.hadoop.fs.s3a.endpoint.region"] == REGION
+
+
+# -- one business day in PROD mode ---------------------------------------------------------------------------------
+
+TEST_PII_KEY = "test-only-hmac-key-0123456789abcdef0123"
+LENDING_DAY = LENDING_START  # the lender's first business day: its loan book needs no earlier partition
+
+
+@pytest.fixture
+def postgres_instance(
+    postgres_server: PostgresServer, pg_database: str, tmp_path: Path
+) -> Iterator[dg.DagsterInstance]:
+    """Run, event-log and schedule storage on the test PostgreSQL, configured as production's dagster.yaml does."""
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    password = f"\n      password: {postgres_server.password}" if postgres_server.password else ""
+    (home / "dagster.yaml").write_text(
+        f"""
+storage:
+  postgres:
+    postgres_db:
+      username: {postgres_server.user}{password}
+      hostname: {postgres_server.host}
+      port: {postgres_server.port}
+      db_name: {pg_database}
+      scheme: postgresql+psycopg2
+telemetry:
+  enabled: false
+"""
+    )
+    instance = dg.DagsterInstance.from_config(str(home))
+    try:
+        yield instance
+    finally:
+        instance.dispose()
+
+
+@pytest.fixture
+def restored_session_conf(s3a_spark: SparkSession) -> Iterator[SparkSession]:
+    """PROD's Spark resource finds the shared session running and sets its options on it: undo that afterwards."""
+    conf = s3a_spark._jsparkSession.sessionState().conf()
+    before = dict(s3a_spark.conf.getAll)
+    yield s3a_spark
+    for key, value in dict(s3a_spark.conf.getAll).items():
+        if key not in before:
+            conf.unsetConf(key)
+        elif value != before[key]:
+            conf.setConfString(key, before[key])
+
+
+LENDING_TABLES = {
+    t.asset_key: t
+    for t in (
+        *RAW_TABLES.values(),
+        RAW_QUARANTINE,
+        *CORE_TABLES,
+        REPORTING_PORTFOLIO_DAILY,
+        REPORTING_VINTAGE_CURVES,
+        REPORTING_MERCHANT_PERFORMANCE,
+    )
+}
+
+
+def partition_rows(lake: IcebergLakeResource, table: LakeTable, day: str) -> int:
+    return lake.read_arrow(table, [day]).num_rows
+
+
+def test_one_business_day_in_prod_mode_lands_from_s3_writes_s3_through_s3a_and_records_the_run_in_postgres(
+    s3_lake: S3Lake,
+    restored_session_conf: SparkSession,
+    postgres_server: PostgresServer,
+    pg_database: str,
+    postgres_instance: dg.DagsterInstance,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The day's drop, written by the simulator straight into the landing bucket.
+    landing_s3 = pafs.S3FileSystem(endpoint_override=s3_lake.endpoint, region=REGION)
+    day = date.fromisoformat(LENDING_DAY)
+    [drop] = simulate(
+        SimulationConfig(seed=7, start=day, scale=0.2), day, day, LandingZone(landing_s3, f"{s3_lake.bucket}/landing")
+    )
+    assert s3_lake.key_of(f"s3://{s3_lake.bucket}/landing/{drop.manifest_key}") in s3_lake.keys("landing/")
+    monkeypatch.setenv(LANDING_URI_ENV, f"s3://{s3_lake.bucket}/landing")
+    monkeypatch.setenv(PII_KEY_ENV, TEST_PII_KEY)
+    monkeypatch.setenv(ALERT_WEBHOOK_URL_ENV, "http://127.0.0.1:9/alerts-are-not-sent-by-this-run")
+    monkeypatch.setenv("BATCH_PLATFORM_ENV", "PROD")
+
+    result = dg.materialize(
+        [*raw_assets, *core_assets, *reporting_assets],
+        resources=prod_resources(),  # EnvVars, resolved when the run starts
+        instance=postgres_instance,
+        partition_key=LENDING_DAY,
+    )
+
+    assert result.success
+    failed_checks = [
+        (e.asset_key.to_user_string(), e.check_name) for e in result.get_asset_check_evaluations() if not e.passed
+    ]
+    assert failed_checks == []
+    lake = s3_lake.lake
+
+    # Raw: every row of the drop is loaded or quarantined, exactly once.
+    quarantine = lake.read_arrow(RAW_QUARANTINE, [LENDING_DAY])
+    for dataset in DATASETS:
+        quarantined = pc.sum(pc.equal(quarantine["dataset"], dataset)).as_py() or 0
+        assert partition_rows(lake, RAW_TABLES[dataset], LENDING_DAY) + quarantined == drop.rows(dataset), dataset
+    # Every materialization's row count is what its table holds for the day, read back from S3.
+    materializations = {
+        e.materialization.asset_key: e.materialization for e in result.get_asset_materialization_events()
+    }
+    expected_keys = {key for assets in (raw_assets, core_assets, reporting_assets) for a in assets for key in a.keys}
+    assert set(materializations) == expected_keys
+    for key, event in materializations.items():
+        assert event.partition == LENDING_DAY
+        assert event.metadata["dagster/row_count"].value == partition_rows(lake, LENDING_TABLES[key], LENDING_DAY), key
+    assert partition_rows(lake, CORE_LOANS, LENDING_DAY) == drop.rows("loans") > 0
+    assert partition_rows(lake, CORE_LOAN_DAILY_STATUS, LENDING_DAY) > 0
+    assert partition_rows(lake, REPORTING_PORTFOLIO_DAILY, LENDING_DAY) > 0
+
+    # Every table's metadata, read as raw objects, names its files s3:// only, in the warehouse bucket.
+    catalog = lake.catalog()
+    identifiers = [i for ns in ("raw", "core", "reporting") for i in catalog.list_tables(ns)]
+    assert len(identifiers) == len(expected_keys)
+    for identifier in identifiers:
+        location = catalog.load_table(identifier).location()
+        assert location.startswith(f"{s3_lake.warehouse}/"), identifier
+        leaking = [k for k, content in metadata_objects(s3_lake, location).items() if b"s3a://" in content]
+        assert leaking == [], identifier
+
+    # The run, its materializations and its check results are rows in PostgreSQL.
+    engine = sa.create_engine(postgres_server.sqlalchemy_uri(pg_database), poolclass=sa.pool.NullPool)
+    with engine.connect() as conn:
+        status = conn.execute(sa.text("SELECT status FROM runs WHERE run_id = :r"), {"r": result.run_id}).scalar_one()
+        events = conn.execute(
+            sa.text(
+                "SELECT dagster_event_type, asset_key, partition FROM event_logs "
+                "WHERE run_id = :r AND dagster_event_type IN ('ASSET_MATERIALIZATION', 'ASSET_CHECK_EVALUATION')"
+            ),
+            {"r": result.run_id},
+        ).all()
+    engine.dispose()
+    assert status == "SUCCESS"
+    stored = {(r.asset_key, r.partition) for r in events if r.dagster_event_type == "ASSET_MATERIALIZATION"}
+    assert stored == {(json.dumps(list(k.path)), LENDING_DAY) for k in expected_keys}
+    assert sum(r.dagster_event_type == "ASSET_CHECK_EVALUATION" for r in events) == len(
+        result.get_asset_check_evaluations()
+    )

@@ -49,10 +49,17 @@ class LandingZone:
         return cls(pafs.LocalFileSystem(), str(Path(path).expanduser().resolve()))
 
     @classmethod
-    def from_uri(cls, uri: str) -> LandingZone:
-        """``s3://bucket/prefix`` (or any URI pyarrow knows), else a local path."""
+    def from_uri(cls, uri: str, *, s3_endpoint: str | None = None, region: str | None = None) -> LandingZone:
+        """``s3://bucket/prefix`` (or any URI pyarrow knows), else a local path.
+
+        For S3, an endpoint override or region (the platform's S3 settings) is applied; without them pyarrow uses
+        AWS's endpoint and asks the bucket for its region.
+        """
         if "://" not in uri:
             return cls.local(uri)
+        if uri.startswith("s3://") and (s3_endpoint or region):
+            s3 = pafs.S3FileSystem(endpoint_override=s3_endpoint or None, region=region or None)
+            return cls(s3, uri[len("s3://") :])
         filesystem, root = pafs.FileSystem.from_uri(uri)
         return cls(filesystem, root)
 
@@ -105,13 +112,17 @@ class LandingZoneResource(dg.ConfigurableResource):
     uri: str | None = Field(
         default=None, description="landing root: a folder or s3://bucket/prefix; default <data dir>/landing"
     )
+    s3_endpoint: str | None = Field(default=None, description="S3 endpoint override for an s3:// root; empty: AWS's")
+    region: str | None = Field(default=None, description="AWS region of an s3:// root's bucket; empty: asked from S3")
 
     def location(self) -> str:
         """The landing root as configured, or the default folder: for messages naming where a drop was sought."""
         return self.uri or str(default_landing_dir())
 
     def zone(self) -> LandingZone:
-        return LandingZone.from_uri(self.uri) if self.uri else LandingZone.local(default_landing_dir())
+        if not self.uri:
+            return LandingZone.local(default_landing_dir())
+        return LandingZone.from_uri(self.uri, s3_endpoint=self.s3_endpoint, region=self.region)
 
 
 @dataclass(frozen=True)
