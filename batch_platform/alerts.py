@@ -51,6 +51,7 @@ class Alert:
     partition: str | None = None
     backfill_id: str | None = None
     link: str | None = None
+    action: str | None = None  # what the operator can do about it
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "severity": self.severity.value, "asset_keys": list(self.asset_keys)}
@@ -85,6 +86,8 @@ def alert_text(alert: Alert) -> str:
     lines = [f"[{alert.severity.value.upper()}] {alert.title}"]
     lines += [f"{label}: {value}" for label, value in _facts(alert)]
     lines += ["Error:", alert.error_message]
+    if alert.action:
+        lines += ["What to do:", alert.action]
     return "\n".join(lines)
 
 
@@ -117,6 +120,9 @@ def slack_payload(alert: Alert, channel: str | None = None) -> dict[str, Any]:
         {"type": "section", "fields": fields[:10]},
         {"type": "section", "text": {"type": "mrkdwn", "text": f"*Error*\n```{error_block}```"}},
     ]
+    if alert.action:
+        action = _truncate(_mrkdwn_escape(alert.action), SLACK_SECTION_LIMIT - len("*What to do*\n"))
+        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": f"*What to do*\n{action}"}})
     if alert.link:
         blocks.append(
             {"type": "context", "elements": [{"type": "mrkdwn", "text": f"<{alert.link}|Open the run in Dagster>"}]}

@@ -10,6 +10,7 @@ import dagster as dg
 from dagster_shared.error import SerializableErrorInfo
 
 from batch_platform.alerts import Alert, AlertSeverity, AlertsResource
+from batch_platform.run_diagnosis import GENERIC_FAILURE, diagnose, operator_action
 
 # Dagster's system run tags.
 PARTITION_TAG = "dagster/partition"
@@ -55,9 +56,18 @@ def _step_asset_keys(instance: dg.DagsterInstance, run: dg.DagsterRun) -> dict[s
     }
 
 
+def _partition_range(tags: dict[str, str]) -> tuple[str, str] | None:
+    if PARTITION_TAG in tags:
+        return tags[PARTITION_TAG], tags[PARTITION_TAG]
+    start, end = tags.get(PARTITION_RANGE_START_TAG), tags.get(PARTITION_RANGE_END_TAG)
+    return (start, end) if start and end else None
+
+
 def alert_for_failed_run(context: dg.RunFailureSensorContext, webserver_base_url: str | None = None) -> Alert:
-    """The alert for the context's failed run: its assets, partition, backfill, and each failed step's error."""
-    run = context.dagster_run
+    """The alert for the context's failed run: its assets, partition, backfill, each failed step's error, or for a
+    run that died, the step it died in and why (signal, exit code, lost pod), and what the operator can do."""
+    # Reloaded: run retries tag the run (dagster/will_retry) as it fails, possibly after the sensor's context.
+    run = context.instance.get_run_by_id(context.dagster_run.run_id) or context.dagster_run
     assets_by_step = _step_asset_keys(context.instance, run)
     # UI materializations carry their asset selection; other runs materialize everything in their plan.
     run_assets = (
@@ -67,16 +77,30 @@ def alert_for_failed_run(context: dg.RunFailureSensorContext, webserver_base_url
     )
 
     step_errors = []
+    failed_steps = []
     for event in context.get_step_failure_events():
         step_key = event.step_key or "?"
+        failed_steps.append(step_key)
         assets = ", ".join(assets_by_step.get(step_key, ())) or "no asset"
         failure = event.step_failure_data
         step_errors.append(f"step {step_key} ({assets}): {error_summary(failure.error)}")
+    death = diagnose(context.instance, run.run_id)
     if not step_errors:
-        # The run failed outside any step: at launch, in its run worker, or it was marked failed from outside.
+        # The run failed outside any step: at launch, or its worker died (killed, OOM, pod lost) mid-step.
+        for step_key in death.running_steps:
+            failed_steps.append(step_key)
+            assets = ", ".join(assets_by_step.get(step_key, ())) or "no asset"
+            step_errors.append(f"step {step_key} ({assets}) was running when the run died")
         failure_data = context.failure_event.job_failure_data
         run_error = failure_data.error if failure_data is not None else None
-        step_errors.append(error_summary(run_error) if run_error else context.failure_event.message or "run failed")
+        message = context.failure_event.message or ""
+        if run_error:
+            step_errors.append(error_summary(run_error))
+        elif message and GENERIC_FAILURE not in message and message not in death.causes:
+            step_errors.append(message)
+        step_errors.extend(death.causes)
+        if len(step_errors) == len(death.running_steps):
+            step_errors.append(message or "run failed")
 
     # The implicit asset jobs (__ASSET_JOB...) say nothing to a reader; the assets do.
     hidden_job = run.job_name.startswith("__")
@@ -95,6 +119,13 @@ def alert_for_failed_run(context: dg.RunFailureSensorContext, webserver_base_url
         partition=partition,
         backfill_id=run.tags.get(BACKFILL_TAG),
         link=f"{webserver_base_url.rstrip('/')}/runs/{run.run_id}" if webserver_base_url else None,
+        action=operator_action(
+            context.instance,
+            run,
+            death,
+            failed_assets=tuple(dict.fromkeys(k for step in failed_steps for k in assets_by_step.get(step, ()))),
+            partition_range=_partition_range(dict(run.tags)),
+        ),
     )
 
 

@@ -208,3 +208,22 @@ def test_sensor_ticks_alert_on_failed_runs_only_with_their_partition_range_and_b
     # A later tick does not alert on the same failure again.
     loaded_sensor.evaluate_tick(context)
     assert len(_lines(alerts_file)) == 1
+
+
+def test_a_failed_step_alert_says_to_fix_the_cause_first_and_how_to_re_execute(
+    instance: dg.DagsterInstance, tmp_path: Path
+) -> None:
+    path = tmp_path / "alerts.jsonl"
+    failed = _failed_run(instance, "2024-01-05")
+    _alert_on(instance, failed, LogFileAlerts(path=str(path)))
+    [line] = _lines(path)
+    run_id = failed.dagster_run.run_id
+    action = line["action"]
+    # A step that raised is not retried automatically (retries are for crashes): re-running unchanged fails again.
+    assert action.startswith("Fix the cause in the error above first")
+    assert f"Runs > {run_id} > Re-execute > From failure" in action
+    assert (
+        "batch-platform backfill 'key:alerts_test/exploding_book' --from 2024-01-05 --to 2024-01-05 --downstream"
+        in action
+    )
+    assert f"What to do:\n{action}" in line["text"]
