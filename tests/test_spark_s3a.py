@@ -20,7 +20,7 @@ import uuid
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +61,7 @@ from assets.lending.tables import (
 )
 from assets.lending.world import DATASETS, SimulationConfig
 from batch_platform.lake import IcebergLakeResource, LakeTable, Lineage
-from batch_platform.lake.maintenance import expire_snapshots, reachable_files, remove_orphan_files
+from batch_platform.lake.maintenance import build_maintenance_job, maintenance_run_config, reachable_files
 from batch_platform.spark import with_s3a_endpoint_settings
 from resources import (
     ALERT_WEBHOOK_URL_ENV,
@@ -330,11 +330,16 @@ def test_spark_write_killed_after_staging_on_s3_leaves_table_unchanged_and_maint
     assert [s.snapshot_id for s in after.snapshots()] == [s.snapshot_id for s in before.snapshots()]
     assert lake.read_arrow(CRASH_EVENTS, [DAY]).sort_by("event_id").equals(before_rows)
 
-    # Maintenance, as the weekly job runs it (no run is live), removes the dead run's objects and nothing reachable.
-    expire_snapshots(lake, CRASH_EVENTS, older_than=timedelta(0))
-    result = remove_orphan_files(lake, CRASH_EVENTS, live_run_ids=())
+    # The maintenance job, with PROD's lake resource, removes the dead run's objects and nothing reachable.
+    job = build_maintenance_job([CRASH_EVENTS])
+    result = job.execute_in_process(
+        resources={"lake": prod_resources()["lake"]},
+        run_config=maintenance_run_config([CRASH_EVENTS], retention_days=0, compact=False),
+    )
 
-    assert result.dead_staging_files_deleted >= len(staged_keys)
+    assert result.success
+    [observation] = [e.asset_observation_data.asset_observation for e in result.get_asset_observation_events()]
+    assert observation.metadata["maintenance/dead_staging_files_deleted"].value >= len(staged_keys)
     assert s3_lake.keys(killed_prefix) == set()
     remaining = s3_lake.keys()
     reachable = {s3_lake.key_of(uri) for uri in reachable_files(lake.load(CRASH_EVENTS))}
