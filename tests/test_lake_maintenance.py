@@ -209,6 +209,10 @@ def test_maintenance_job_after_reruns_and_a_killed_run_leaves_only_reachable_fil
         "maintenance/partitions_skipped_with_deletes": 0,
         "maintenance/expired_snapshots": snapshots_before - 1,
         "maintenance/remaining_snapshots": 1,
+        "maintenance/audit_branches_removed": 0,
+        "maintenance/audit_branch_snapshots_expired": 0,
+        "maintenance/audit_branches_of_live_runs_kept": 0,
+        "maintenance/audit_branches_within_retention_kept": 0,
         "maintenance/files_listed": len(disk_before) + 1,  # + the metadata file of the expiry commit
         "maintenance/reachable_files": len(reachable),
         "maintenance/orphan_files_deleted": len(orphans),

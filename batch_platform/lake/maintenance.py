@@ -29,6 +29,7 @@ from pyiceberg.table import Table
 from pyiceberg.table.refs import MAIN_BRANCH, SnapshotRefType
 from pyiceberg.table.snapshots import ancestors_of
 
+from batch_platform.lake.audit_branches import remove_dead_audit_branches
 from batch_platform.lake.commit import Lineage, commit_replace, partition_filter
 from batch_platform.lake.errors import LakeError, PartitionWriteConflict
 from batch_platform.lake.resource import IcebergLakeResource
@@ -503,6 +504,9 @@ class MaintenanceConfig(dg.Config):
     orphan_min_age_hours: int = Field(
         default=24, description="delete unreferenced files older than this; dead runs' staging goes at any age"
     )
+    audit_branch_retention_hours: int = Field(
+        default=72, description="remove audit branches of runs that ended longer ago than this, and their files"
+    )
     compact: bool = Field(default=True, description="rewrite partitions of many small files as one file")
     target_file_mb: int = Field(default=128, description="compact only partitions whose files total at most this")
     compact_min_files: int = Field(
@@ -544,6 +548,11 @@ def _maintenance_op(table: LakeTable) -> dg.OpDefinition:
             )
             metadata.update(compaction.metadata())
         metadata.update(expire_snapshots(lake, table, timedelta(days=config.retention_days)).metadata())
+        # Before orphan removal, which then deletes the files only those branches held.
+        branches = remove_dead_audit_branches(
+            lake, table, context.instance, timedelta(hours=config.audit_branch_retention_hours)
+        )
+        metadata.update(branches.metadata())
         live = live_run_ids(context.instance)
         orphans = remove_orphan_files(lake, table, timedelta(hours=config.orphan_min_age_hours), live)
         metadata.update(orphans.metadata())
