@@ -22,6 +22,7 @@ import pytest
 import yaml
 from dagster._config import process_config, resolve_to_config_type
 from dagster._core.definitions.job_base import InMemoryJob
+from dagster._core.events import DagsterEvent
 from dagster._core.execution.api import create_execution_plan
 from dagster._core.execution.context.system import PlanData, PlanOrchestrationContext
 from dagster._core.execution.context_creation_job import create_context_free_log_manager
@@ -35,6 +36,7 @@ from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
 from dagster._core.workspace.context import WorkspaceProcessContext
 from dagster._core.workspace.load_target import InProcessWorkspaceLoadTarget
 from dagster._daemon.backfill import execute_backfill_iteration
+from dagster._daemon.monitoring import execute_run_monitoring_iteration
 from dagster._daemon.run_coordinator.queued_run_coordinator_daemon import QueuedRunCoordinatorDaemon
 from dagster._grpc.types import ExecuteStepArgs
 from dagster_graphql.client.query import LAUNCH_PIPELINE_EXECUTION_MUTATION
@@ -62,6 +64,7 @@ from batch_platform.compute import (
     spark_conf,
 )
 from batch_platform.lake import IcebergLakeResource, LakeTable
+from batch_platform.run_diagnosis import diagnose
 from batch_platform.spark import SparkResource
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -463,6 +466,36 @@ def test_every_run_is_bounded_by_its_profiles_max_runtime_and_retried_from_failu
     assert run.tags[MAX_RUNTIME_TAG] == str(COMPUTE_PROFILES[profile_name].max_runtime_seconds)
     assert run.tags[RETRY_STRATEGY_TAG] == "FROM_FAILURE"
     assert MAX_RUNTIME_TAG == dg.MAX_RUNTIME_SECONDS_TAG  # the tag Dagster's run monitoring reads
+
+
+def test_a_run_whose_pod_is_gone_is_marked_failed_by_run_monitoring_and_the_alert_can_say_why(
+    instance: dg.DagsterInstance,
+    context: WorkspaceProcessContext,
+    launched_jobs: list[CapturedJob],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    run_id = launch_from_ui(context, PROBE_TABLES["medium"].asset_key)
+    dequeue(context)
+    assert len(launched_jobs) == 1
+    run = instance.get_run_by_id(run_id)
+    assert run is not None
+    instance.report_dagster_event(
+        DagsterEvent(event_type_value=dg.DagsterEventType.RUN_START.value, job_name=run.job_name), run_id
+    )
+    # What the cluster answers once the run pod was OOM-killed or its node reclaimed: the Job has no active pod.
+    launcher = instance.run_launcher
+    assert isinstance(launcher, K8sRunLauncher)
+    monkeypatch.setattr(
+        launcher._api_client, "get_job_status", lambda **_: kubernetes.client.V1JobStatus(active=0, failed=1)
+    )
+    monkeypatch.setattr(launcher._api_client, "get_pod_names_in_job", lambda *_, **__: [])
+
+    # One iteration of the daemon's monitoring loop (every poll_interval_seconds in deploy/dagster.yaml).
+    list(execute_run_monitoring_iteration(context, logging.getLogger("test_run_monitoring")))
+    failed = instance.get_run_by_id(run_id)
+    assert failed is not None and failed.status == dg.DagsterRunStatus.FAILURE
+    (cause,) = diagnose(instance, run_id).causes
+    assert "Detected run worker status" in cause and "K8s job has no active pods" in cause
 
 
 def test_a_max_runtime_typed_in_the_launchpad_is_kept(
