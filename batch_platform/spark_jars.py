@@ -87,6 +87,15 @@ S3 = (
         "1.2.1",
         "11029552e37408e41e689b20150f4b372e0b4f232de321ccafd0fcf443cdfb5a",
     ),
+    # Iceberg 1.12's AWS clients (Glue catalog, S3FileIO) need an HTTP client outside the bundle: its "apache" type
+    # is now the SDK's Apache 5 client (first released after this bundle), so the Spark catalog uses URLConnection's,
+    # in the bundle's version (batch_platform.lake.spark_catalog sets http-client.type).
+    MavenJar(
+        "software.amazon.awssdk",
+        "url-connection-client",
+        "2.29.52",
+        "c7e3bbe6ca6df0e944ec72b4f6fd529f7d79336b52bf55428a73436153ed8d6e",
+    ),
 )
 GROUPS: dict[str, tuple[MavenJar, ...]] = {"iceberg": ICEBERG, "s3": S3}
 
