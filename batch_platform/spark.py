@@ -15,6 +15,8 @@ from pyspark.sql import SparkSession
 from batch_platform import spark_jars
 from batch_platform.compute import profile_of_tags, spark_conf
 from batch_platform.lake.errors import JavaNotFoundError
+from batch_platform.lake.resource import IcebergLakeResource
+from batch_platform.lake.spark_catalog import spark_catalog_conf
 from batch_platform.partitions import partition_keys
 
 # Settings the lake's write path depends on, whatever the profile: Iceberg refuses INT96 timestamps, and a fixed
@@ -80,7 +82,8 @@ class SparkResource(LazyPySparkResource):
     """dagster-pyspark's lazy session with the platform's defaults: ``local[*]`` unless configured otherwise.
 
     The production profile (a ``k8s://`` master, image, S3A settings) is passed as ``spark_config`` by
-    ``resources/``; the settings in REQUIRED_SPARK_CONFIG always apply on top.
+    ``resources/``; the settings in REQUIRED_SPARK_CONFIG always apply on top. ``LakeSparkResource`` (what
+    ``resources/`` uses) also starts the session with the lake's Iceberg catalog.
     """
 
     # str values (not Any) so that Dagster resolves dg.EnvVar values inside the dict.
@@ -97,16 +100,26 @@ class SparkResource(LazyPySparkResource):
         if self._spark_session is None:
             ensure_java()
             builder = SparkSession.builder
-            # Python UDF workers must run this interpreter (and its packages), not whatever python3 is on PATH.
-            settings = {
-                "spark.pyspark.python": sys.executable,
-                **self.jar_settings(),
-                **self.spark_config,
-                **self._step_spark_config,
-            }
-            for key, value in {**with_s3a_endpoint_settings(settings), **REQUIRED_SPARK_CONFIG}.items():
+            for key, value in self.session_settings().items():
                 builder = builder.config(key, str(value))
             self._spark_session = builder.getOrCreate()
+
+    def session_settings(self) -> dict[str, str]:
+        """Everything the session starts with: class path, configured settings, step profile, lake catalog."""
+        # Python UDF workers must run this interpreter (and its packages), not whatever python3 is on PATH.
+        settings = {
+            "spark.pyspark.python": sys.executable,
+            **self.jar_settings(),
+            **self.spark_config,
+            **self._step_spark_config,
+            # Last: spark_config cannot point a catalog somewhere else than where the lake writes.
+            **self.catalog_settings(),
+        }
+        return {**with_s3a_endpoint_settings(settings), **REQUIRED_SPARK_CONFIG}
+
+    def catalog_settings(self) -> dict[str, str]:
+        """Spark SQL catalogs (``spark.sql.catalog.*``) the session starts with: none here."""
+        return {}
 
     def jar_settings(self) -> dict[str, str]:
         """Class path settings for the jar groups that Spark's own jars folder lacks.
@@ -146,3 +159,21 @@ class SparkResource(LazyPySparkResource):
         if self._spark_session is None:
             self._step_spark_config = self.step_spark_config(context)
         return self.session
+
+
+class LakeSparkResource(SparkResource):
+    """A SparkResource whose session starts with the lake's Iceberg catalog as Spark catalog ``lake``.
+
+    ``lake`` is the lake resource itself (``resources/`` passes the same object it registers as ``lake``), so Spark
+    SQL reads the tables the platform writes, through settings derived from that resource when the run starts
+    (its ``dg.EnvVar`` values included): ``SELECT ... FROM lake.core.payments``. Read-only: writes go through the
+    lake's assets (``batch_platform.lake.spark_catalog``). A resource with a nested resource is initialised by
+    Dagster as a context manager: outside a run use ``process_config_and_initialize_cm`` or ``dg.build_resources``.
+    """
+
+    lake: IcebergLakeResource = Field(description="the lake whose catalog the session gets, read-only")
+
+    def catalog_settings(self) -> dict[str, str]:
+        if "iceberg" not in self.jar_groups:
+            raise ValueError("LakeSparkResource needs jar group 'iceberg' (Iceberg's Spark runtime)")
+        return spark_catalog_conf(self.lake)

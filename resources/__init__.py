@@ -36,7 +36,7 @@ from assets.lending.landing import LandingZoneResource
 from batch_platform.alerts import LogFileAlerts, WebhookAlerts
 from batch_platform.lake import IcebergLakeResource
 from batch_platform.pii import PiiTokenizer
-from batch_platform.spark import LOCAL_SPARK_CONFIG, SparkResource
+from batch_platform.spark import LOCAL_SPARK_CONFIG, LakeSparkResource
 
 ENV_VAR = "BATCH_PLATFORM_ENV"
 ENVIRONMENTS = ("LOCAL", "PROD")
@@ -107,9 +107,11 @@ class LandingS3Resource(S3Resource):
 
 def local_resources() -> dict[str, Any]:
     # The PII key is a secret even on a laptop: `make setup` writes a random one to .data/ and exports it.
+    lake = IcebergLakeResource()
     return {
-        "lake": IcebergLakeResource(),
-        "spark": SparkResource(),
+        "lake": lake,
+        # Spark SQL's catalog "lake" is derived from this same resource: the two engines share one catalog.
+        "spark": LakeSparkResource(lake=lake),
         "landing": LandingZoneResource(),
         # Only used when the landing zone is an s3:// URI; a local landing folder never creates a client.
         "s3": LandingS3Resource(),
@@ -120,18 +122,20 @@ def local_resources() -> dict[str, Any]:
 
 def prod_resources() -> dict[str, Any]:
     """Every value comes from the run's environment when the run starts (EnvVar), never from this file."""
+    lake = IcebergLakeResource(
+        catalog_type=dg.EnvVar(CATALOG_TYPE_ENV),
+        catalog_uri=dg.EnvVar(CATALOG_URI_ENV),
+        warehouse=dg.EnvVar(WAREHOUSE_ENV),
+        region=dg.EnvVar(AWS_REGION_ENV),
+        s3_endpoint=dg.EnvVar(S3_ENDPOINT_ENV),
+        glue_endpoint=dg.EnvVar(GLUE_ENDPOINT_ENV),
+        # An empty warehouse or SQL catalog URI is an error, never a silent SQLite catalog on the pod's disk.
+        allow_local_defaults=False,
+    )
     return {
-        "lake": IcebergLakeResource(
-            catalog_type=dg.EnvVar(CATALOG_TYPE_ENV),
-            catalog_uri=dg.EnvVar(CATALOG_URI_ENV),
-            warehouse=dg.EnvVar(WAREHOUSE_ENV),
-            region=dg.EnvVar(AWS_REGION_ENV),
-            s3_endpoint=dg.EnvVar(S3_ENDPOINT_ENV),
-            glue_endpoint=dg.EnvVar(GLUE_ENDPOINT_ENV),
-            # An empty warehouse or SQL catalog URI is an error, never a silent SQLite catalog on the pod's disk.
-            allow_local_defaults=False,
-        ),
-        "spark": SparkResource(spark_config=prod_spark_config(), jar_groups=list(PROD_SPARK_JAR_GROUPS)),
+        "lake": lake,
+        # The session's catalog "lake" comes from the same lake resource, resolved from the same variables.
+        "spark": LakeSparkResource(spark_config=prod_spark_config(), jar_groups=list(PROD_SPARK_JAR_GROUPS), lake=lake),
         # The landing bucket is reached with the warehouse's S3 settings (same endpoint override and region).
         "landing": LandingZoneResource(
             uri=dg.EnvVar(LANDING_URI_ENV), s3_endpoint=dg.EnvVar(S3_ENDPOINT_ENV), region=dg.EnvVar(AWS_REGION_ENV)

@@ -192,11 +192,19 @@ def test_prod_spark_config_takes_s3a_endpoint_and_region_from_env_at_run_start(
     spark = prod_resources()["spark"]
     monkeypatch.setenv(AWS_REGION_ENV, REGION)
     monkeypatch.setenv(S3_ENDPOINT_ENV, "")
+    # The session's Iceberg catalog comes from PROD's lake resource (nested), which reads its own variables.
+    for name, value in {
+        CATALOG_TYPE_ENV: "glue",
+        CATALOG_URI_ENV: "",
+        WAREHOUSE_ENV: "s3://b/w",
+        GLUE_ENDPOINT_ENV: "",
+    }.items():
+        monkeypatch.setenv(name, value)
 
-    resolved = spark.process_config_and_initialize()  # no session yet: the resource is lazy
-
-    assert isinstance(resolved, SparkResource) and resolved._spark_session is None
-    config = resolved.spark_config
+    # A resource with a nested resource initialises as a context manager; no session yet: the resource is lazy.
+    with spark.process_config_and_initialize_cm() as resolved:
+        assert isinstance(resolved, SparkResource) and resolved._spark_session is None
+        config = resolved.spark_config
     assert config["spark.hadoop.fs.s3a.endpoint.region"] == REGION
     assert config["spark.hadoop.fs.s3a.endpoint"] == ""  # AWS's own endpoint for the region
     assert config["spark.hadoop.fs.s3a.aws.credentials.provider"].endswith("DefaultCredentialsProvider")
