@@ -11,6 +11,7 @@ pod gets them): Spark starts with PROD's S3A settings in a fresh JVM and stages 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -48,13 +49,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--run-id", required=True)
     args = parser.parse_args(argv)
 
+    held = contextlib.ExitStack()  # initialized resources, held until the process is killed
     if args.prod:
         prod = prod_resources()
         prod_spark = prod["spark"]
         # PROD's settings (S3A included), made small for a test process; EnvVars resolve as at a run's start.
-        spark_resource = SparkResource(
-            spark_config={**prod_spark.spark_config, **CRASH_SPARK_CONFIG}, jar_groups=prod_spark.jar_groups
-        ).process_config_and_initialize()
+        spark_resource = held.enter_context(
+            SparkResource(
+                spark_config={**prod_spark.spark_config, **CRASH_SPARK_CONFIG}, jar_groups=prod_spark.jar_groups
+            ).process_config_and_initialize_cm()
+        )
         lake = prod["lake"].process_config_and_initialize()
     else:
         spark_resource = SparkResource(spark_config=dict(CRASH_SPARK_CONFIG))

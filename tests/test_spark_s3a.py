@@ -62,7 +62,7 @@ from assets.lending.tables import (
 from assets.lending.world import DATASETS, SimulationConfig
 from batch_platform.lake import IcebergLakeResource, LakeTable, Lineage
 from batch_platform.lake.maintenance import build_maintenance_job, maintenance_run_config, reachable_files
-from batch_platform.spark import with_s3a_endpoint_settings
+from batch_platform.spark import SparkResource, with_s3a_endpoint_settings
 from resources import (
     ALERT_WEBHOOK_URL_ENV,
     AWS_DEFAULT_CREDENTIALS_PROVIDER,
@@ -356,9 +356,9 @@ def test_prod_spark_addresses_buckets_by_path_only_behind_an_endpoint_override(
     """An S3-compatible store's host name has no per-bucket DNS names; AWS's endpoint keeps virtual-host style."""
     monkeypatch.setenv(AWS_REGION_ENV, REGION)
     monkeypatch.setenv(S3_ENDPOINT_ENV, endpoint)
-    resolved = prod_resources()["spark"].process_config_and_initialize()  # no session: the resource is lazy
-
-    settings = with_s3a_endpoint_settings(resolved.spark_config)
+    prod_config = prod_resources()["spark"].spark_config
+    with SparkResource(spark_config=prod_config).process_config_and_initialize_cm() as resolved:
+        settings = with_s3a_endpoint_settings(resolved.spark_config)  # what the session would start with
 
     if endpoint:
         assert settings["spark.hadoop.fs.s3a.endpoint"] == endpoint
