@@ -766,6 +766,20 @@ def test_compute_log_policy_grants_the_log_prefix_only() -> None:
     assert objects["Resource"] == f"arn:aws:s3:::{bucket}/{prefix}/*"
 
 
+def test_landing_policy_grants_reading_the_landing_prefix_only() -> None:
+    """Run pods read the drops (raw assets), the code server lists them (landing sensors): read-only, one prefix."""
+    document = policy("landing-read-policy.json")
+    bucket, _, prefix = configmap_env()["BATCH_PLATFORM_LANDING_URI"].removeprefix("s3://").partition("/")
+    listing = statement(document, "ListLandingPrefix")
+    assert as_list(listing["Action"]) == ["s3:ListBucket"]
+    assert listing["Resource"] == f"arn:aws:s3:::{bucket}"
+    assert listing["Condition"] == {"StringLike": {"s3:prefix": [prefix, f"{prefix}/*"]}}
+    objects = statement(document, "ReadLandingDrops")
+    assert as_list(objects["Action"]) == ["s3:GetObject"]
+    assert objects["Resource"] == f"arn:aws:s3:::{bucket}/{prefix}/*"
+    assert len(document["Statement"]) == 2
+
+
 # --- deploy/Dockerfile and entry point ----------------------------------------------------------------------------
 
 
