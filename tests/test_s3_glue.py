@@ -1,9 +1,8 @@
 """The production lake path without a cloud: a Glue catalog and an S3 warehouse served by a moto server on
 127.0.0.1, reached over real HTTP by the same IcebergLakeResource code, configured by the PROD resource set.
 
-Spark is not part of these tests: pyspark bundles no S3A connector (hadoop-aws) and Maven is not reachable here,
-so the lake's Arrow write and read paths exercise the catalog and the object store. They share the commit code
-(one delete + add transaction per write) with the Spark path.
+These tests use the lake's Arrow write and read paths; Spark's S3A path against the same kind of server is in
+tests/test_spark_s3a.py. Both share the commit code (one delete + add transaction per write).
 """
 
 import urllib.request
@@ -186,7 +185,7 @@ def test_prod_definitions_load_without_env_and_a_run_fails_naming_the_missing_va
 def test_prod_spark_config_takes_s3a_endpoint_and_region_from_env_at_run_start(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Checked as resolved config only: the S3A connector itself is not installable here (see the module doc)."""
+    """Checked as resolved config; tests/test_spark_s3a.py starts Spark with these settings against moto."""
     for name in PROD_ENV_VARS:
         monkeypatch.delenv(name, raising=False)
     spark = prod_resources()["spark"]
