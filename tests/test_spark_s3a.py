@@ -10,6 +10,7 @@ still be given. The killed writer is a fresh process that starts Spark with PROD
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -136,8 +137,12 @@ def s3_lake(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path)
     return S3Lake(moto_endpoint, bucket, warehouse, lake)
 
 
-def point_s3a_at(spark: SparkSession, bucket: str, endpoint: str, region: str) -> None:
-    """Per-bucket S3A settings in a running session, and credentials for the SDK's default chain.
+JVM_CREDENTIAL_PROPERTIES = {"aws.accessKeyId": "AWS_ACCESS_KEY_ID", "aws.secretAccessKey": "AWS_SECRET_ACCESS_KEY"}
+
+
+@contextlib.contextmanager
+def s3a_pointed_at(spark: SparkSession, bucket: str, endpoint: str, region: str) -> Iterator[SparkSession]:
+    """Per-bucket S3A settings in a running session, and credentials for the SDK's default chain; undone after.
 
     S3A reads ``fs.s3a.bucket.<bucket>.*`` when it creates the bucket's file system, which happens on first use, so
     a fresh bucket takes them although the session is older. Environment variables exported after the JVM
@@ -146,22 +151,32 @@ def point_s3a_at(spark: SparkSession, bucket: str, endpoint: str, region: str) -
     jvm = spark.sparkContext._jvm
     assert jvm is not None
     conf = spark.sparkContext._jsc.hadoopConfiguration()
-    prefix = f"fs.s3a.bucket.{bucket}."
-    for key, value in {
-        "endpoint": endpoint,
-        "endpoint.region": region,
-        "path.style.access": "true",
-        "aws.credentials.provider": AWS_DEFAULT_CREDENTIALS_PROVIDER,
-    }.items():
-        conf.set(prefix + key, value)
-    jvm.System.setProperty("aws.accessKeyId", os.environ["AWS_ACCESS_KEY_ID"])
-    jvm.System.setProperty("aws.secretAccessKey", os.environ["AWS_SECRET_ACCESS_KEY"])
+    settings = {
+        f"fs.s3a.bucket.{bucket}.{key}": value
+        for key, value in {
+            "endpoint": endpoint,
+            "endpoint.region": region,
+            "path.style.access": "true",
+            "aws.credentials.provider": AWS_DEFAULT_CREDENTIALS_PROVIDER,
+        }.items()
+    }
+    for key, value in settings.items():
+        conf.set(key, value)
+    for prop, variable in JVM_CREDENTIAL_PROPERTIES.items():
+        jvm.System.setProperty(prop, os.environ[variable])
+    try:
+        yield spark
+    finally:
+        for key in settings:
+            conf.unset(key)
+        for prop in JVM_CREDENTIAL_PROPERTIES:
+            jvm.System.clearProperty(prop)
 
 
 @pytest.fixture
 def s3a_spark(spark: SparkSession, s3_lake: S3Lake) -> Iterator[SparkSession]:
-    point_s3a_at(spark, s3_lake.bucket, s3_lake.endpoint, REGION)
-    yield spark
+    with s3a_pointed_at(spark, s3_lake.bucket, s3_lake.endpoint, REGION) as session:
+        yield session
 
 
 def events(spark: SparkSession, day: str, rows: int, run_id: str) -> Any:
