@@ -63,6 +63,7 @@ from assets.lending.tables import (
 from assets.lending.world import DATASETS, SimulationConfig
 from batch_platform.lake import IcebergLakeResource, LakeTable, Lineage
 from batch_platform.lake.maintenance import build_maintenance_job, maintenance_run_config, reachable_files
+from batch_platform.lake.spark_catalog import attach_lake_catalog
 from batch_platform.spark import SparkResource, with_s3a_endpoint_settings
 from resources import (
     ALERT_WEBHOOK_URL_ENV,
@@ -292,6 +293,12 @@ def test_spark_write_through_s3a_commits_only_s3_uris_and_reads_back_the_same_ro
     assert arrow_rows.num_rows == spark_rows.count() == ROWS
     assert sorted(arrow_rows["event_id"].to_pylist()) == list(range(ROWS))
     assert spark_rows.agg(F.sum("event_id")).first()[0] == sum(range(ROWS))
+    # And through another Iceberg implementation: Java's, in Spark SQL, from Glue and with its own S3 client.
+    reader = s3a_spark.newSession()
+    catalog = attach_lake_catalog(reader, lake)
+    java_rows = reader.table(f"{catalog}.{CRASH_EVENTS.identifier}")
+    assert java_rows.count() == ROWS
+    assert java_rows.agg(F.sum("event_id")).first()[0] == sum(range(ROWS))
 
 
 def _start_prod_crash_writer(run_id: str, rows: int, log_file: Path) -> subprocess.Popen[str]:
