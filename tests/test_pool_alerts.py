@@ -4,18 +4,26 @@ Dagster instance's concurrency tables, evaluated through the real sensor."""
 from __future__ import annotations
 
 import json
+import logging
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, cast
 
 import dagster as dg
 import pytest
+import yaml
+from dagster._core.events import DagsterEvent
+from dagster._core.events.log import EventLogEntry
 from dagster._core.test_utils import create_run_for_test
+from dagster._daemon.monitoring import execute_concurrency_slots_iteration
 
 from batch_platform.alerts import LogFileAlerts
 from batch_platform.pool_alerts import blocked_steps, build_blocked_pool_alert_sensor
 
+ROOT = Path(__file__).resolve().parents[1]
 POOL = "iceberg-core-payments"
 STEP = "core__payments"
 FREE_AFTER_S = 60
@@ -102,3 +110,43 @@ def test_a_step_behind_a_live_run_is_a_warning_to_wait(instance: dg.DagsterInsta
     assert alert["severity"] == "warning"
     assert f"run {live.run_id} (status STARTED, step {STEP})" in alert["text"]
     assert "still running" in alert["text"]
+
+
+def fail_as_of(instance: dg.DagsterInstance, run: dg.DagsterRun, seconds_ago: float) -> None:
+    """The run failure the code server records for a killed run worker, as recorded ``seconds_ago``."""
+    event = DagsterEvent(event_type_value=dg.DagsterEventType.RUN_FAILURE.value, job_name=run.job_name)
+    entry = EventLogEntry(
+        error_info=None,
+        level=logging.ERROR,
+        user_message="",
+        run_id=run.run_id,
+        timestamp=time.time() - seconds_ago,
+        dagster_event=event,
+        job_name=run.job_name,
+    )
+    instance.handle_new_event(entry)
+
+
+@pytest.mark.parametrize("frees", [True, False], ids=["project-config", "without-free-slots"])
+def test_the_instance_frees_a_dead_runs_slot_and_the_blocked_step_then_claims_it(frees: bool) -> None:
+    monitoring = dict(yaml.safe_load((ROOT / "dagster.yaml").read_text())["run_monitoring"])
+    delay = monitoring["free_slots_after_run_end_seconds"]
+    if not frees:
+        del monitoring["free_slots_after_run_end_seconds"]  # the instance as the issue found it
+    overrides = {"concurrency": {"pools": {"default_limit": 1, "granularity": "op"}}, "run_monitoring": monitoring}
+    with dg.instance_for_test(overrides=overrides) as instance:
+        storage = instance.event_log_storage
+        storage.set_concurrency_slots(POOL, 1)
+        dead = create_run_for_test(instance, job_name="__ASSET_JOB", status=dg.DagsterRunStatus.STARTED)
+        assert storage.claim_concurrency_slot(POOL, dead.run_id, STEP).is_claimed
+        fail_as_of(instance, dead, seconds_ago=delay + 5)
+        retry = create_run_for_test(instance, job_name="__ASSET_JOB", status=dg.DagsterRunStatus.STARTED)
+        assert not storage.claim_concurrency_slot(POOL, retry.run_id, STEP).is_claimed
+
+        # One pass of the daemon's monitoring loop, which frees the slots of runs ended longer ago than the delay.
+        workspace = cast(Any, SimpleNamespace(instance=instance))
+        list(execute_concurrency_slots_iteration(workspace, logging.getLogger("test_pool_alerts")))
+
+        assert storage.claim_concurrency_slot(POOL, retry.run_id, STEP).is_claimed is frees
+        holders = [slot.run_id for slot in storage.get_concurrency_info(POOL).claimed_slots]
+        assert holders == ([retry.run_id] if frees else [dead.run_id])
