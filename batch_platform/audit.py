@@ -18,6 +18,7 @@ from pyspark.sql import functions as F
 from batch_platform.lake import IcebergLakeResource, LakeTable, Lineage
 from batch_platform.partitions import partition_keys as keys_of
 from batch_platform.spark import SparkResource
+from batch_platform.test_hooks import pause_point
 
 SAMPLE_ROWS = 10
 
@@ -108,6 +109,7 @@ def write_audit_publish(
     lineage = Lineage.from_context(context)
     branch = lake.create_audit_branch(table, lineage)
     written = lake.write_spark(spark.session, table, df, partition_keys=keys, lineage=lineage, branch=branch)
+    pause_point("audit", table.identifier)  # test-only: inert unless a test arms it
     on_branch = lake.read_spark(spark.session, table, keys, ref=branch).cache()
     blocking_failures = []
     try:

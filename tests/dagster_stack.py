@@ -41,6 +41,7 @@ from pathlib import Path
 import dagster as dg
 import psutil
 import pytest
+import yaml
 from dagster._core.execution.backfill import BULK_ACTION_TERMINAL_STATUSES, PartitionBackfill
 
 from assets import lending_assets
@@ -141,7 +142,14 @@ class Service:
 class DagsterStack:
     """A DAGSTER_HOME, a data dir and the processes serving them; see the module docstring."""
 
-    def __init__(self, root: Path, pii_key: str = TEST_PII_KEY) -> None:
+    def __init__(
+        self,
+        root: Path,
+        pii_key: str = TEST_PII_KEY,
+        *,
+        extra_env: dict[str, str] | None = None,
+        instance_overrides: dict[str, dict[str, object]] | None = None,
+    ) -> None:
         self.root = root
         self.pii_key = pii_key
         self.home = root / "dagster_home"
@@ -150,6 +158,12 @@ class DagsterStack:
         for folder in (self.home, self.data_dir, self.logs_dir):
             folder.mkdir(parents=True, exist_ok=True)
         shutil.copy(PROJECT_ROOT / "dagster.yaml", self.home / "dagster.yaml")
+        if instance_overrides:
+            # Section by section over the project's instance (e.g. one more run retry for a test that kills thrice).
+            config = yaml.safe_load((self.home / "dagster.yaml").read_text())
+            for section, values in instance_overrides.items():
+                config[section] = {**config.get(section, {}), **values}
+            (self.home / "dagster.yaml").write_text(yaml.safe_dump(config))
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {
@@ -158,6 +172,7 @@ class DagsterStack:
             DATA_DIR_ENV: str(self.data_dir),
             PII_KEY_ENV: pii_key,
             WEBSERVER_URL_ENV: self.url,
+            **(extra_env or {}),
         }
         self.webserver: Service | None = None
         self.daemon: Service | None = None
@@ -169,8 +184,15 @@ class DagsterStack:
 
     @classmethod
     @contextmanager
-    def running(cls, root: Path, *, daemon: bool = False) -> Iterator[DagsterStack]:
-        stack = cls(root)
+    def running(
+        cls,
+        root: Path,
+        *,
+        daemon: bool = False,
+        extra_env: dict[str, str] | None = None,
+        instance_overrides: dict[str, dict[str, object]] | None = None,
+    ) -> Iterator[DagsterStack]:
+        stack = cls(root, extra_env=extra_env, instance_overrides=instance_overrides)
         try:
             stack.start_webserver()
             if daemon:

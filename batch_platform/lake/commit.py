@@ -22,6 +22,7 @@ from pyiceberg.table.snapshots import Snapshot
 
 from batch_platform.lake.errors import PartitionWriteConflict
 from batch_platform.lake.tables import LakeTable
+from batch_platform.test_hooks import pause_point
 
 log = logging.getLogger(__name__)
 
@@ -174,6 +175,7 @@ def commit_replace(
                     with tx.update_snapshot(snapshot_properties=summary, branch=branch).fast_append() as append:
                         for data_file in existing_files:
                             append.append_data_file(data_file)
+                pause_point("commit", f"{table.identifier}@{branch}")  # test-only: inert unless a test arms it
             break
         except ValidationException as exc:
             raise PartitionWriteConflict(f"{_conflict_message(table, partition_keys, lineage)} ({exc})") from exc

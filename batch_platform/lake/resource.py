@@ -25,6 +25,7 @@ from batch_platform.lake.schema import ensure_table
 from batch_platform.lake.selection import PartitionSelection, iceberg_filter
 from batch_platform.lake.tables import LakeTable
 from batch_platform.settings import data_dir
+from batch_platform.test_hooks import pause_point
 
 CATALOG_TYPES = ("sql", "glue", "rest")
 
@@ -195,6 +196,7 @@ class IcebergLakeResource(dg.ConfigurableResource):
     ) -> WriteResult:
         """Replace the given partitions (the whole table if unpartitioned) with the DataFrame's rows."""
         write_id, staged = self.stage_spark(spark, table, df, partition_keys=partition_keys, lineage=lineage)
+        pause_point("staged", table.identifier)  # test-only: inert unless a test arms it
         return self.commit_staged(
             table, write_id, staged, partition_keys=partition_keys, lineage=lineage, branch=branch
         )
