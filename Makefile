@@ -12,7 +12,7 @@ PII_KEY_FILE := $(BATCH_PLATFORM_DATA_DIR)/pii-hmac.key
 WITH_PII_KEY = BATCH_PLATFORM_PII_KEY="$${BATCH_PLATFORM_PII_KEY:-$$(cat $(PII_KEY_FILE))}"
 DEMO_DAYS ?= 25
 
-.PHONY: setup demo ui test lint typecheck lock clean
+.PHONY: setup demo ui test test-unit lint typecheck lock clean
 
 $(BIN)/uv:
 	$(PYTHON) -m venv $(VENV)
@@ -53,6 +53,10 @@ typecheck: setup
 test: lint typecheck
 	$(BIN)/batch-platform spark-jars fetch --group iceberg --group s3
 	$(BIN)/pytest
+
+# The quick tier: no Spark, no PostgreSQL, no Dagster daemon (tiers: tests/conftest.py).
+test-unit: setup
+	$(BIN)/pytest -m unit -q
 
 # Re-resolve the lock after changing dependencies in pyproject.toml.
 lock: $(BIN)/uv

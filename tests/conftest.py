@@ -67,3 +67,24 @@ def pg_database(postgres_server: PostgresServer) -> Iterator[str]:
     """A fresh, empty database for one test, dropped (with any connection left open) afterwards."""
     with postgres_server.database() as name:
         yield name
+
+
+# Test tiers. `make test` runs all of them; `make test-unit` only `unit`, for a quick loop. A test's tier follows
+# from what it uses (its fixtures, transitively), so a new test lands in the right tier without remembering a
+# marker; tests that start Spark or a Dagster stack in a subprocess mark their module explicitly.
+TIER_FIXTURES = {
+    "e2e": {"lending_backfill", "recovery"},  # a real dagster-webserver + dagster-daemon (tests/dagster_stack.py)
+    "postgres": {"postgres_server"},
+    "spark": {"spark", "spark_resource"},
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        used = set(getattr(item, "fixturenames", ()))
+        tiers = {tier for tier, fixtures in TIER_FIXTURES.items() if used & fixtures}
+        tiers |= {tier for tier in TIER_FIXTURES if item.get_closest_marker(tier)}
+        for tier in sorted(tiers):
+            item.add_marker(tier)
+        if not tiers:
+            item.add_marker("unit")

@@ -236,7 +236,7 @@ def snapshot_run_ids(lake: IcebergLakeResource, table: LakeTable = EVENTS) -> li
     ]
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def catalog_uri(request: pytest.FixtureRequest) -> Iterator[str | None]:
     """None for the default SQLite catalog; for PostgreSQL, a fresh database dropped after the test."""
     if request.param == "sqlite":

@@ -25,6 +25,7 @@ from urllib.parse import urlparse
 import psutil
 import pyarrow as pa
 import pyarrow.compute as pc
+import pytest
 
 from batch_platform.lake import IcebergLakeResource, LakeTable, Lineage
 from batch_platform.lake.commit import SUMMARY_RUN_ID
@@ -136,6 +137,7 @@ def kill_process_group(proc: subprocess.Popen[str]) -> None:
         time.sleep(0.2)
 
 
+@pytest.mark.spark  # Spark runs in the child process it kills
 def test_spark_write_sigkilled_after_staging_leaves_table_unchanged_and_partition_rewritable(tmp_path: Path) -> None:
     key = "2024-03-01"
     lake = IcebergLakeResource(data_dir=str(tmp_path))

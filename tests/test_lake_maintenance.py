@@ -139,6 +139,7 @@ def _kill_a_spark_write_after_staging(lake: IcebergLakeResource, key: str, run_i
     return local_path(lake.run_staging_uri(CRASH_EVENTS, run_id))
 
 
+@pytest.mark.spark  # Spark runs in the child process it kills
 def test_maintenance_job_after_reruns_and_a_killed_run_leaves_only_reachable_files_and_same_rows(
     lake: IcebergLakeResource, tmp_path: Path
 ) -> None:
