@@ -512,11 +512,46 @@ def _status_reconciles() -> Audit:
 
 STATUS_AUDITS: list[Audit] = [unique(PARTITION, "loan_id"), _status_reconciles()]
 
+# The day's inputs of the loan book, as one parent that materializes only after all of them.
+#
+# Why: Dagster's asset backfill daemon (1.13.27, _should_backfill_atomic_asset_subset_unit) checks a partition
+# range of a self-dependent asset against its parents one parent at a time, in sorted key order, and checks the
+# self-dependency only once. When a restatement backfill targets day D of the book's inputs and days D.. of the
+# book, and a tick sees some of day D's inputs published but not yet the ones sorting after "core/loan_daily_status"
+# (loans, payments, refunds, repayment_schedule), the self-dependency check passes while D is still in the range,
+# then a later parent removes D, and the daemon launches a book run for D+1.. that reads the old book of day D (the
+# restated day's book is rebuilt in a later run). This barrier depends on all of those inputs, so it is published
+# last, and its key sorts before the book's own key: it removes D before the self-dependency is checked, and the
+# check then holds D+1.. back until D's book is materialized. tests/test_backfill_ordering.py drives the daemon's
+# logic through that tick.
+LOAN_BOOK_INPUTS = dg.AssetKey(["core", "loan_book_inputs"])
+_BOOK_DAY_INPUTS = [
+    CORE_LOANS.asset_key,
+    CORE_PAYMENTS.asset_key,
+    CORE_REFUNDS.asset_key,
+    CORE_CHARGE_OFFS.asset_key,
+    CORE_REPAYMENT_SCHEDULE.asset_key,
+]
+
+
+@dg.asset(
+    key=LOAN_BOOK_INPUTS,
+    partitions_def=LENDING_PARTITIONS,
+    deps=_BOOK_DAY_INPUTS,
+    group_name="core",
+    backfill_policy=CORE_BACKFILL,
+    description="A barrier, no table: every input of the loan book for the day is published.",
+)
+def loan_book_inputs() -> dg.MaterializeResult:
+    return dg.MaterializeResult()
+
 
 @lake_asset(
     CORE_LOAN_DAILY_STATUS,
     partitions_def=LENDING_PARTITIONS,
     deps=[
+        # First in sorted key order, on purpose: see LOAN_BOOK_INPUTS.
+        LOAN_BOOK_INPUTS,
         CORE_LOANS.asset_key,
         CORE_PAYMENTS.asset_key,
         CORE_REFUNDS.asset_key,
@@ -760,6 +795,7 @@ core_assets: list[dg.AssetsDefinition] = [
     core_refunds,
     core_charge_offs,
     core_recoveries,
+    loan_book_inputs,
     loan_daily_status,
     ledger_entries,
 ]
