@@ -41,6 +41,7 @@ from assets.lending.tables import (
 from assets.lending.world import SimulationConfig
 from batch_platform.alerts import LogFileAlerts
 from batch_platform.business_calendar import BusinessCalendar, federal_reserve_holidays
+from batch_platform.freshness import due_partition
 from batch_platform.lake import IcebergLakeResource
 from batch_platform.pii import PiiTokenizer
 from batch_platform.spark import SparkResource
@@ -153,6 +154,19 @@ def test_the_lenders_partitions_are_exactly_its_calendars_business_days() -> Non
 def test_the_lenders_calendar_reaches_well_past_today() -> None:
     # The calendar refuses days past its years: this fails a decade before the pipeline would.
     assert LENDING_CALENDAR.last_day >= date.today() + timedelta(days=3650)
+
+
+def test_freshness_expects_the_day_before_a_holiday_on_the_holidays_morning_and_never_the_holiday() -> None:
+    six_hours = timedelta(hours=6)  # raw's deadline after a window closes
+    expected = {
+        datetime(2023, 7, 4, 5, tzinfo=NEW_YORK): "2023-06-30",
+        datetime(2023, 7, 4, 7, tzinfo=NEW_YORK): str(BEFORE),
+        datetime(2023, 7, 5, 12, tzinfo=NEW_YORK): str(BEFORE),
+        datetime(2023, 7, 6, 7, tzinfo=NEW_YORK): str(AFTER),
+    }
+    for now, key in expected.items():
+        due = due_partition(LENDING_PARTITIONS, six_hours, now)
+        assert due is not None and due.key == key, now
 
 
 # -- the simulator --------------------------------------------------------------------------------------------------
