@@ -36,7 +36,13 @@ def financial_market_holidays(market: str) -> HolidaySource:
     return source
 
 
-federal_reserve_holidays: HolidaySource = financial_market_holidays("XFED")
+def federal_reserve_holidays(years: range) -> Iterable[date]:
+    """The Federal Reserve's holidays ("XFED"): the days US banks settle no ACH or wire payments."""
+    # The class itself: financial_holidays("XFED") resolves the market through the library's lazy registry, which
+    # cost about 2 s of the code location's load on first use; this import costs nothing more.
+    from holidays.financial.federal_reserve import FederalReserve
+
+    return FederalReserve(years=years).keys()
 
 
 class BusinessCalendar:
@@ -54,8 +60,8 @@ class BusinessCalendar:
         years: range = DEFAULT_YEARS,
     ) -> None:
         self.weekdays = frozenset(weekdays)
-        if not self.weekdays or not self.weekdays <= MONDAY_TO_FRIDAY | {5, 6}:
-            raise ValueError(f"weekdays must be a non-empty subset of 0 (Monday) .. 6 (Sunday), not {sorted(weekdays)}")
+        if not self.weekdays or not self.weekdays <= set(range(7)):
+            raise ValueError(f"weekdays must be some of 0 (Monday) to 6 (Sunday), not {sorted(self.weekdays)}")
         if len(years) == 0 or years.step != 1:
             raise ValueError(f"years must be a non-empty range of consecutive years, not {years}")
         self.years = years

@@ -40,7 +40,7 @@ from assets.lending.tables import (
 )
 from assets.lending.world import SimulationConfig
 from batch_platform.alerts import LogFileAlerts
-from batch_platform.business_calendar import BusinessCalendar, federal_reserve_holidays
+from batch_platform.business_calendar import BusinessCalendar, federal_reserve_holidays, financial_market_holidays
 from batch_platform.freshness import due_partition
 from batch_platform.lake import IcebergLakeResource
 from batch_platform.pii import PiiTokenizer
@@ -73,6 +73,13 @@ def test_federal_reserve_holidays_are_not_business_days_and_weekend_ones_close_n
     assert FED.is_business_day(date(2023, 11, 10))
     assert not FED.is_holiday(date(2023, 11, 11))  # a Saturday: no working day is closed
     assert not FED.is_business_day(date(2023, 7, 8))  # a weekend is no business day, holiday or not
+
+
+def test_a_financial_market_by_its_code_gives_the_same_days_as_the_federal_reserve_source() -> None:
+    years = range(2023, 2025)
+    by_code = BusinessCalendar(financial_market_holidays("XFED"), years=years)
+    assert by_code.holidays == BusinessCalendar(federal_reserve_holidays, years=years).holidays
+    assert by_code.holidays_between(date(2023, 1, 1), date(2023, 12, 31))[:2] == [date(2023, 1, 2), date(2023, 1, 16)]
 
 
 def test_previous_and_next_business_day_step_over_holidays_and_weekends() -> None:
