@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import dagster as dg
 
+from batch_platform.business_calendar import BusinessCalendar
+
 BUSINESS_TIMEZONE = "UTC"
+WEEKDAYS = BusinessCalendar()  # Monday to Friday, no holidays
 
 
 def daily_partitions(
@@ -22,16 +25,19 @@ def partition_keys(context: dg.AssetExecutionContext) -> list[str]:
 
 
 def business_day_partitions(
-    start_date: str, *, timezone: str = BUSINESS_TIMEZONE, end_offset: int = 0
+    start_date: str,
+    *,
+    timezone: str = BUSINESS_TIMEZONE,
+    end_offset: int = 0,
+    calendar: BusinessCalendar = WEEKDAYS,
 ) -> dg.TimeWindowPartitionsDefinition:
-    """One partition per Monday-to-Friday business day, keyed by ISO date.
+    """One partition per business day of ``calendar`` (default: Monday to Friday, no holidays), keyed by ISO date.
 
-    A business day's window runs to the next business day's midnight (Friday's to Monday's). ``end_offset=1`` makes
-    the day whose window is still open a partition, for data that lands the evening of its business day.
+    A business day's window runs to the next working weekday's midnight (Friday's to Monday's). ``end_offset=1``
+    makes the day whose window is still open a partition, for data that lands the evening of its business day.
+    The calendar's holidays are no partitions (see ``BusinessCalendar.partitions_def``).
 
     The previous partition of a business day (``TimeWindowPartitionMapping(start_offset=-1, end_offset=-1)``) is
     the previous business day, which is what day-chained assets (a balance carried from yesterday) depend on.
     """
-    return dg.TimeWindowPartitionsDefinition(
-        cron_schedule="0 0 * * 1-5", start=start_date, timezone=timezone, fmt="%Y-%m-%d", end_offset=end_offset
-    )
+    return calendar.partitions_def(start_date, timezone=timezone, end_offset=end_offset)

@@ -2,7 +2,7 @@
 
     .venv/bin/python -m benchmarks.backfill [--days 365] [--scale 0.02] [--per-partition-days 20] [--write-docs]
 
-Setup (not timed as a mode): the simulator lands ``--days`` business days of drops from 2023-01-02 once; each mode
+Setup (not timed as a mode): the simulator lands ``--days`` business days of drops from 2023-01-03 once; each mode
 then gets a fresh data dir with a copy of those drops, and raw is loaded into it in-process (``dg.materialize`` of
 the raw assets in partition-range runs of 23 days, the raw policy), recorded in the mode's Dagster instance so that
 the landing sensor sees every landed day as loaded. Raw is rebuilt per mode (pyiceberg's metadata holds absolute
@@ -1018,7 +1018,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         description=(__doc__ or "").splitlines()[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--days", type=int, default=365, help="business days to backfill from 2023-01-02")
+    parser.add_argument("--days", type=int, default=365, help=f"business days to backfill from {LENDING_START}")
     parser.add_argument("--scale", type=float, default=0.02, help="simulator scale (0.02: ~20 applications a day)")
     parser.add_argument(
         "--per-partition-days", type=int, default=20, help="days run one run per partition (then extrapolated)"

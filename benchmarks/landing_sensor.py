@@ -2,7 +2,7 @@
 
     .venv/bin/python -m benchmarks.landing_sensor [--years 3] [--repeats 5] [--s3] [--write-docs]
 
-1. The simulator writes every business day's v1 drop (nine Parquet files and the manifest) from 2023-01-02 for
+1. The simulator writes every business day's v1 drop (nine Parquet files and the manifest) from 2023-01-03 for
    ``--years`` years into a temporary landing folder, plus a restated v2 of about 2% of the days. With ``--s3`` the
    same objects are copied to a bucket on a moto server (``ThreadedMotoServer`` on 127.0.0.1, in a child process).
 2. The history is recorded as loaded in one Dagster instance (one ``raw/loans`` materialization per day carrying
@@ -51,7 +51,7 @@ from assets import lending_assets
 from assets.lending.landing import LandingZone, LandingZoneResource, drop_prefix
 from assets.lending.schedule import business_days
 from assets.lending.simulator import simulate, write_correction
-from assets.lending.tables import LENDING_PARTITIONS
+from assets.lending.tables import LENDING_PARTITIONS, LENDING_START
 from assets.lending.world import SimulationConfig
 from batch_platform.alerts import LogFileAlerts
 from batch_platform.lake import IcebergLakeResource
@@ -65,7 +65,7 @@ from sensors.lending import LOADED_VERSION_ASSET, SENSOR_INTERVAL_SECONDS, SETTL
 MARKER_START = "<!-- landing_sensor:start -->"
 MARKER_END = "<!-- landing_sensor:end -->"
 DEFAULT_OUTPUT = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
-WORLD_START = date(2023, 1, 2)
+WORLD_START = date.fromisoformat(LENDING_START)
 DEFAULT_SCALE = 0.01  # about ten applications a day: the object count, not the file size, drives a tick
 RESTATED_SHARE = 0.02
 SEED = 11
@@ -702,7 +702,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         description=(__doc__ or "").splitlines()[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--years", type=int, default=3, help="years of business-day drops since 2023-01-02")
+    parser.add_argument("--years", type=int, default=3, help=f"years of business-day drops since {LENDING_START}")
     parser.add_argument("--repeats", type=int, default=5, help="timed repeats of each tick (after one warm-up)")
     parser.add_argument("--scale", type=float, default=DEFAULT_SCALE, help="simulator scale (rows, not objects)")
     parser.add_argument("--s3", action="store_true", help="also measure an S3 prefix on a moto server")

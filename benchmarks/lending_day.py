@@ -945,7 +945,7 @@ def markdown_section(
         "### The day-chained pair: core/loan_daily_status and core/ledger_entries",
         "",
         "Not measured on the benchmark day: both carry balances from the previous business day, so a 2025 day needs "
-        "the lender's whole history (2023-01-02 on) materialized first.",
+        "the lender's whole history (2023-01-03 on) materialized first.",
         "",
     ]
     if book is None:

@@ -17,12 +17,12 @@ from collections.abc import Sequence
 from datetime import date
 
 from assets.lending.landing import LandingZone, parquet_bytes, sha256_hex, write_drop
-from assets.lending.simulator import DATASETS, SimulationConfig, build_drop, drop_window
+from assets.lending.simulator import DATASETS, DEFAULT_WORLD_START, SimulationConfig, build_drop, drop_window
 from assets.lending.world import World
 
 BENCHMARK_SCALE = 130.0  # about 1.2 million payment rows on the benchmark day
 BENCHMARK_DATE = date(2025, 4, 15)
-WORLD_START = date(2023, 1, 2)
+WORLD_START = DEFAULT_WORLD_START
 
 
 def run(scale: float, business_date: date, landing_root: str, workers: int = 1) -> int:

@@ -21,14 +21,16 @@ import re
 import time
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import date, datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import dagster as dg
 from dagster_aws.s3 import S3Resource
 
 from assets.lending.landing import DATASET_VERSION, MANIFEST_NAME, DropInfo, LandingZoneResource
-from assets.lending.tables import LENDING_PARTITIONS, RAW_QUARANTINE, RAW_TABLES
+from assets.lending.schedule import previous_business_day
+from assets.lending.tables import LENDING_PARTITIONS, LENDING_START, RAW_QUARANTINE, RAW_TABLES
 from batch_platform.alerts import Alert, AlertSeverity, AlertsResource
 from batch_platform.automation import backfill_request, downstream_closure, in_flight, latest_materializations
 from batch_platform.listing import ListedObject, ListingCursor, LocalObjects, ObjectStore, S3Objects
@@ -105,7 +107,7 @@ def _manifest_problems(store: ObjectStore, drop: Drop, files: dict[str, ListedOb
         elif listed.size != entry.size_bytes:
             problems.append(f"{entry.dataset}: {name} has {listed.size} bytes, the manifest says {entry.size_bytes}")
     if not LENDING_PARTITIONS.has_partition_key(drop.business_date):
-        problems.append(f"{drop.business_date} is not a business day partition of the loan pipeline")
+        problems.append(f"{drop.business_date} is not a business day of the loan pipeline (a weekend or a holiday)")
     return problems
 
 
@@ -240,7 +242,7 @@ def report_rejected(
 
 
 def previous_day(day: str) -> str | None:
-    """The business day before ``day``; None for the first partition."""
+    """The business day before ``day`` (holidays are no partitions, so never a holiday); None for the first."""
     window = LENDING_PARTITIONS.get_prev_partition_window(LENDING_PARTITIONS.time_window_for_partition_key(day).start)
     return window.start.strftime("%Y-%m-%d") if window else None
 
@@ -395,24 +397,40 @@ lending_daily_job = dg.define_asset_job(
 DEADLINE_HOUR = 6
 
 
+def deadline_day(at: datetime) -> date | None:
+    """The business day whose deadline is the tick at ``at``: the last business day before the tick's date (in the
+    business time zone); None before the lender's first day.
+
+    Saturday morning's tick is Friday's deadline (though Friday's partition window stays open until Monday). The
+    morning of a holiday is the deadline of the business day before it, and so is the morning after the holiday:
+    the holiday has no drop and no partition, so that second tick finds the day done (or its run key used) and
+    runs nothing new.
+    """
+    day = previous_business_day(at.astimezone(ZoneInfo(LENDING_PARTITIONS.timezone)).date())
+    return day if day >= date.fromisoformat(LENDING_START) else None
+
+
 def evaluate_daily_deadline(context: dg.ScheduleEvaluationContext) -> dg.RunRequest | dg.SkipReason:
     at: datetime = context.scheduled_execution_time
-    # The business day before the tick: Saturday morning's tick is Friday's deadline, though Friday's partition
-    # window stays open until Monday.
-    day = LENDING_PARTITIONS.get_partition_key_for_timestamp((at - timedelta(days=1)).timestamp())
+    business_day = deadline_day(at)
+    if business_day is None:
+        return dg.SkipReason(f"no business day of the lender before {at.date()}")
+    day = business_day.isoformat()
     pipeline = _pipeline_keys(context)
     missing = [k for k in pipeline if day not in context.instance.get_materialized_partitions(k)]
     if not missing:
         return dg.SkipReason(f"{day} is already materialized (by the landing sensor)")
     if blockers := pipeline_in_flight(context):
         return dg.SkipReason(f"{day} is not materialized yet; {blockers[0]} is still in flight")
+    # The run key is the day's: two ticks that share a deadline day (a holiday's and the morning after) run it once.
     return dg.RunRequest(run_key=f"deadline:{day}", partition_key=day, tags={"batch-platform/trigger": "deadline"})
 
 
 @dg.schedule(
     name="lending_daily_schedule",
     job=lending_daily_job,
-    cron_schedule=f"0 {DEADLINE_HOUR} * * 2-6",  # Tuesday to Saturday: the morning after each business day
+    # Tuesday to Saturday: the morning after each working weekday (a holiday's morning is the day before's deadline).
+    cron_schedule=f"0 {DEADLINE_HOUR} * * 2-6",
     execution_timezone=LENDING_PARTITIONS.timezone,
     default_status=dg.DefaultScheduleStatus.RUNNING,
     description="The deadline for each business day: runs it at 06:00 the next morning unless it already ran.",

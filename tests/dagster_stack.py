@@ -341,9 +341,9 @@ def run_backfill_cli(
 
 # -- the lending pipeline backfilled end to end ---------------------------------------------------------------------
 
-# The lender's first 23 business days are history, loaded in process before the stack's backfill; the backfill is
+# The lender's first 21 business days are history, loaded in process before the stack's backfill; the backfill is
 # the next 10 days, when the first repayments fall due (none are due earlier), so a restated day changes money.
-HISTORY_FIRST_DAY = date(2023, 1, 2)
+HISTORY_FIRST_DAY = date(2023, 1, 3)  # 2023-01-02 and 2023-01-16 are bank holidays
 HISTORY_LAST_DAY = date(2023, 2, 1)
 BACKFILL_FIRST_DAY = date(2023, 2, 2)
 BACKFILL_LAST_DAY = date(2023, 2, 15)

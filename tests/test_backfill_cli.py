@@ -72,12 +72,12 @@ def defs() -> dg.Definitions:
 
 
 def test_an_unknown_selection_exits_2_naming_it(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["key:no_such/asset", "--from", "2023-01-02", "--to", "2023-01-13"]) == EXIT_BAD_INPUT
+    assert main(["key:no_such/asset", "--from", "2023-01-03", "--to", "2023-01-13"]) == EXIT_BAD_INPUT
     assert "asset selection 'key:no_such/asset' matches no asset" in capsys.readouterr().err
 
 
 def test_an_unparseable_selection_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["group:raw)((", "--from", "2023-01-02", "--to", "2023-01-13"]) == EXIT_BAD_INPUT
+    assert main(["group:raw)((", "--from", "2023-01-03", "--to", "2023-01-13"]) == EXIT_BAD_INPUT
     assert "invalid asset selection 'group:raw)(('" in capsys.readouterr().err
 
 
@@ -87,12 +87,12 @@ def test_a_range_before_the_first_partition_exits_2_naming_the_asset_and_its_par
     assert main(["key:raw/loans", "--from", "2022-12-19", "--to", "2023-01-06"]) == EXIT_BAD_INPUT
     err = capsys.readouterr().err
     assert "outside the partitions of raw/" in err
-    assert "its first partition is 2023-01-02" in err
+    assert "its first partition is 2023-01-03" in err
 
 
 def test_a_range_after_the_last_partition_is_refused(defs: dg.Definitions) -> None:
     with pytest.raises(BackfillInputError, match=r"outside the partitions of core/loans: .* its last \d{4}-"):
-        plan_backfill(defs, "key:core/loans", date(2023, 1, 2), date(2999, 1, 1))
+        plan_backfill(defs, "key:core/loans", date(2023, 1, 3), date(2999, 1, 1))
 
 
 def test_a_weekend_holds_no_business_day_partition(defs: dg.Definitions) -> None:
@@ -134,7 +134,7 @@ def test_each_asset_gets_the_keys_of_its_own_partitions_definition() -> None:
 
 
 def test_a_multi_asset_that_cannot_be_subset_is_targeted_whole(defs: dg.Definitions) -> None:
-    plan = plan_backfill(defs, "key:raw/loans", date(2023, 1, 2), date(2023, 1, 3))
+    plan = plan_backfill(defs, "key:raw/loans", date(2023, 1, 3), date(2023, 1, 4))
     assert {a.asset_key for a in plan.assets} == {*(t.asset_key for t in RAW_TABLES.values()), RAW_QUARANTINE.asset_key}
 
 
@@ -146,7 +146,7 @@ def test_the_graphql_documents_are_valid_against_the_installed_schema() -> None:
 
 def test_an_unreachable_webserver_exits_3_naming_the_url(capsys: pytest.CaptureFixture[str]) -> None:
     url = f"http://127.0.0.1:{free_port()}"  # nothing listens there once the probe socket is closed
-    assert main(["key:raw/loans", "--from", "2023-01-02", "--to", "2023-01-03", "--url", url]) == EXIT_UNREACHABLE
+    assert main(["key:raw/loans", "--from", "2023-01-03", "--to", "2023-01-04", "--url", url]) == EXIT_UNREACHABLE
     assert f"cannot reach the Dagster webserver at {url}" in capsys.readouterr().err
 
 

@@ -49,7 +49,7 @@ from batch_platform.settings import DATA_DIR_ENV
 from sensors.lending import PIPELINE
 
 BOOK = CORE_LOAN_DAILY_STATUS.asset_key
-HISTORY = LENDING_PARTITIONS.get_partition_keys_in_range(dg.PartitionKeyRange("2023-01-02", "2023-02-15"))
+HISTORY = LENDING_PARTITIONS.get_partition_keys_in_range(dg.PartitionKeyRange("2023-01-03", "2023-02-15"))
 RESTATED_DAY = "2023-02-06"
 MAX_TICKS = 30
 log = logging.getLogger(__name__)

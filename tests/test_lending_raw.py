@@ -33,7 +33,7 @@ from assets.lending.world import DATASETS, World
 from batch_platform.lake import IcebergLakeResource, LakeTable
 from batch_platform.lake.commit import SUMMARY_RUN_ID
 
-CONFIG = SimulationConfig(seed=7, start=date(2023, 1, 2), scale=0.05)
+CONFIG = SimulationConfig(seed=7, start=date(2023, 1, 3), scale=0.05)
 DAY = date(2023, 3, 1)  # the book is two months old: every dataset but merchants and charge-offs has rows
 KEY = DAY.isoformat()
 NEXT_DAY = date(2023, 3, 2)
@@ -462,7 +462,7 @@ def test_a_fixed_redelivery_clears_the_quarantine_of_the_version_before(
 def test_the_simulators_drops_break_no_landing_rule() -> None:
     # Days from the first one to a year and a half in, with charge-offs (June 30) and recoveries: all clean.
     world = World(CONFIG)
-    for day in (date(2023, 1, 2), date(2023, 6, 30), date(2023, 9, 29), date(2024, 6, 28)):
+    for day in (date(2023, 1, 3), date(2023, 6, 30), date(2023, 9, 29), date(2024, 6, 28)):
         for dataset, table in build_drop(CONFIG, day, world=world).items():
             parsed = parse_dataset(dataset, table)
             assert parsed.quarantined == {}, (day, dataset, parsed.quarantined)

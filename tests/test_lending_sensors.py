@@ -43,8 +43,8 @@ from sensors.lending import (
     scan_landing,
 )
 
-FIRST = date(2023, 1, 2)
-DAYS = list(business_days(FIRST, date(2023, 1, 10)))  # 7 business days
+FIRST = date(2023, 1, 3)  # the lender's first business day (2023-01-02 was a bank holiday)
+DAYS = list(business_days(FIRST, date(2023, 1, 10)))  # 6 business days
 CONFIG = SimulationConfig(seed=5, start=FIRST, scale=0.01)
 DEFS = dg.Definitions(
     assets=lending_assets,
@@ -131,8 +131,8 @@ def _backfill_targets(request: dg.RunRequest) -> dict[dg.AssetKey, list[str]]:
 def test_a_complete_new_drop_starts_the_days_pipeline_with_the_drop_as_run_key(world: World) -> None:
     simulate(CONFIG, DAYS[0], DAYS[0], world.landing)
     request = _single_run(world.tick(lending_landing_sensor))
-    assert request.partition_key == "2023-01-02"
-    assert request.run_key == "pos-lending-v1/business_date=2023-01-02/v1"
+    assert request.partition_key == "2023-01-03"
+    assert request.run_key == "pos-lending-v1/business_date=2023-01-03/v1"
     assert set(request.asset_selection or []) == PIPELINE_KEYS
     assert request.tags[DROP_TAG] == request.run_key
 
@@ -203,21 +203,21 @@ def test_new_drops_wait_while_a_pipeline_backfill_is_in_flight(world: World) -> 
 def test_a_corrupt_drop_is_reported_not_run(world: World) -> None:
     simulate(CONFIG, DAYS[0], DAYS[0], world.landing)
     # A producer's broken delivery: the manifest of v2 names a file that was never uploaded and a wrong size.
-    good = json.loads(world.landing.read_bytes("pos-lending-v1/business_date=2023-01-02/v1/_manifest.json"))
-    broken_prefix = "pos-lending-v1/business_date=2023-01-03/v1"
+    good = json.loads(world.landing.read_bytes("pos-lending-v1/business_date=2023-01-03/v1/_manifest.json"))
+    broken_prefix = "pos-lending-v1/business_date=2023-01-04/v1"
     for entry in good["files"][1:]:
         world.landing.write_bytes(
             f"{broken_prefix}/{entry['path']}",
-            world.landing.read_bytes(f"pos-lending-v1/business_date=2023-01-02/v1/{entry['path']}"),
+            world.landing.read_bytes(f"pos-lending-v1/business_date=2023-01-03/v1/{entry['path']}"),
         )
     good["files"][1]["bytes"] += 1
     world.landing.write_bytes(
-        f"{broken_prefix}/_manifest.json", json.dumps({**good, "business_date": "2023-01-03"}).encode()
+        f"{broken_prefix}/_manifest.json", json.dumps({**good, "business_date": "2023-01-04"}).encode()
     )
 
     result = world.tick(lending_landing_sensor)
     request = _single_run(result)
-    assert request.partition_key == "2023-01-02"  # the good day runs; the corrupt one does not
+    assert request.partition_key == "2023-01-03"  # the good day runs; the corrupt one does not
     [alert] = world.alerts()
     assert alert["title"] == f"Landing drop corrupt, not loaded: {broken_prefix}"
     assert "is missing" in alert["error_message"] and alert["severity"] == "error"
@@ -234,15 +234,15 @@ def test_a_corrupt_drop_is_reported_not_run(world: World) -> None:
 
 def test_an_incomplete_drop_is_reported_once_and_never_run(world: World) -> None:
     simulate(CONFIG, DAYS[0], DAYS[0], world.landing)
-    stuck = world.root / "landing/pos-lending-v1/business_date=2023-01-03/v1"
+    stuck = world.root / "landing/pos-lending-v1/business_date=2023-01-04/v1"
     stuck.mkdir(parents=True)
     (stuck / "loans.parquet").write_bytes(b"PAR1 half an upload")
     three_hours_ago = time.time() - 3 * 3600
     os.utime(stuck / "loans.parquet", (three_hours_ago, three_hours_ago))
 
     first = world.tick(lending_landing_sensor)
-    assert _single_run(first).partition_key == "2023-01-02"
-    assert "pos-lending-v1/business_date=2023-01-03/v1" in WatchState.from_cursor(first.cursor).reported_incomplete
+    assert _single_run(first).partition_key == "2023-01-03"
+    assert "pos-lending-v1/business_date=2023-01-04/v1" in WatchState.from_cursor(first.cursor).reported_incomplete
     [alert] = world.alerts()
     assert "no manifest 3.0 h after its last file was written" in alert["error_message"]
     second = world.tick(lending_landing_sensor, first.cursor)
@@ -271,7 +271,7 @@ def test_a_correction_of_a_loaded_day_launches_one_backfill_over_it_and_everythi
     reporting = [k for k in targets if k.path[0] == "reporting"]
     assert reporting and all(targets[k] == later for k in reporting)
     assert set(targets) <= PIPELINE_KEYS
-    assert request.tags[RESTATEMENT_TAG] == "pos-lending-v1/business_date=2023-01-04/v2"
+    assert request.tags[RESTATEMENT_TAG] == "pos-lending-v1/business_date=2023-01-05/v2"
 
 
 def test_a_new_version_of_a_day_never_loaded_is_left_to_the_landing_sensor(world: World) -> None:

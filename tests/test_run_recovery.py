@@ -58,8 +58,8 @@ from batch_platform.test_hooks import PAUSE_DIR_ENV
 
 pytestmark = pytest.mark.timeout(1800)
 
-FIRST_DAY = date(2023, 1, 2)
-LAST_DAY = date(2023, 1, 4)
+FIRST_DAY = date(2023, 1, 3)  # the lender's first business day
+LAST_DAY = date(2023, 1, 5)
 SIMULATION = SimulationConfig(seed=11, start=FIRST_DAY, scale=0.02)
 PAUSE_TIMEOUT_S = 900.0
 FAILED_TIMEOUT_S = 120.0

@@ -19,6 +19,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from batch_platform.business_calendar import BusinessCalendar, federal_reserve_holidays
+
 IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float64]
 
@@ -61,24 +63,22 @@ def month_end(days: IntArray) -> IntArray:
     return ((months + 1).astype("datetime64[D]") - np.timedelta64(1, "D")).astype(np.int64)
 
 
+# The lender's business calendar: US banks settle no ACH payments on Federal Reserve holidays, so no drop lands for
+# one; the next business day's drop carries its events, as Monday's carries the weekend's.
+LENDING_CALENDAR = BusinessCalendar(federal_reserve_holidays)
+
+
 def is_business_day(day: date) -> bool:
-    """Monday to Friday; the simulated lender keeps no holiday calendar."""
-    return day.weekday() < 5
+    """Monday to Friday, except Federal Reserve holidays."""
+    return LENDING_CALENDAR.is_business_day(day)
 
 
 def business_days(first: date, last: date) -> Iterator[date]:
-    day = first
-    while day <= last:
-        if is_business_day(day):
-            yield day
-        day += timedelta(days=1)
+    return LENDING_CALENDAR.business_days(first, last)
 
 
 def previous_business_day(day: date) -> date:
-    day -= timedelta(days=1)
-    while not is_business_day(day):
-        day -= timedelta(days=1)
-    return day
+    return LENDING_CALENDAR.previous_business_day(day)
 
 
 @functools.cache

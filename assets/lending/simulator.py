@@ -1,9 +1,10 @@
 """The lending simulator: daily landing drops of a simulated point-of-sale lender, for the loan assets to ingest.
 
-One drop per business day (Monday to Friday), at
+One drop per business day (Monday to Friday, except Federal Reserve holidays: ``LENDING_CALENDAR``), at
 ``<landing>/<DATASET_VERSION>/business_date=YYYY-MM-DD/v<N>/``, with one Parquet file per dataset and a
 ``_manifest.json`` written last. A drop carries the events dated after the previous business day up to its business
-date (Monday's drop carries the weekend). Restatements of a past day are new versions (``write_correction``).
+date (Monday's drop carries the weekend, the drop after a holiday carries the holiday). Restatements of a past day
+are new versions (``write_correction``).
 
 Everything is a pure function of ``SimulationConfig`` and the dates: the same config and dates give byte-identical
 files (with the same pyarrow, whose version is in the Parquet footer), and any day can be generated without the days
@@ -11,7 +12,7 @@ before it (see ``assets.lending.world``).
 
 Usage::
 
-    config = SimulationConfig(seed=7, start=date(2023, 1, 2), scale=1.0)
+    config = SimulationConfig(seed=7, start=date(2023, 1, 3), scale=1.0)
     drops = simulate(config, date(2024, 3, 1), date(2024, 3, 29), LandingZone.local("/data/landing"))
     write_correction(config, date(2024, 3, 4), landing)  # -> v2 of that day
 """
@@ -82,9 +83,10 @@ _CORRECTED_SHARE = 0.005
 
 
 def drop_window(config: SimulationConfig, business_date: date) -> tuple[date, date]:
-    """The calendar days whose events the business date's drop carries: after the previous business day."""
+    """The calendar days whose events the business date's drop carries: after the previous business day (so the
+    weekend's and a holiday's events come with the next business day's drop)."""
     if not is_business_day(business_date):
-        raise ValueError(f"{business_date} is not a business day (Monday to Friday)")
+        raise ValueError(f"{business_date} is not a business day (a weekend or a Federal Reserve holiday): no drop")
     if business_date < config.start:
         raise ValueError(f"{business_date} is before the simulated lender's start {config.start}")
     return max(previous_business_day(business_date) + timedelta(days=1), config.start), business_date

@@ -1,19 +1,21 @@
 """Iceberg tables of the loan domain: raw (landing as is), core (cleaned, PII tokenized), reporting.
 
 Every table is partitioned by ``business_date``, the business day of the landing drop its rows came in (a Monday
-drop also carries the weekend's events), except the reporting tables noted below. Money is decimal(18, 2) from
-core on; raw keeps the landing's integer cents as they arrived.
+drop also carries the weekend's events, the drop after a Federal Reserve holiday the holiday's), except the
+reporting tables noted below. Money is decimal(18, 2) from core on; raw keeps the landing's integer cents as they
+arrived.
 """
 
 from __future__ import annotations
 
 import pyarrow as pa
 
+from assets.lending.schedule import LENDING_CALENDAR
 from assets.lending.world import DATASETS, SCHEMAS
 from batch_platform.lake import LakeTable
-from batch_platform.partitions import business_day_partitions
 
-LENDING_START = "2023-01-02"  # the simulated lender's first business day
+# The simulated lender's first business day (2023-01-02, a Monday, was New Year's Day observed: no settlement).
+LENDING_START = "2023-01-03"
 MONEY = pa.decimal128(18, 2)
 PARTITION = "business_date"
 
@@ -399,6 +401,6 @@ REPORTING_MERCHANT_PERFORMANCE = LakeTable(
 # -- partitions -------------------------------------------------------------------------------------------------
 
 # The lender's books close on New York time; a day's drop lands that evening, while its partition's window is
-# still open (end_offset=1), so it can be loaded the same night.
+# still open (end_offset=1), so it can be loaded the same night. Federal Reserve holidays are no partitions.
 LENDING_TIMEZONE = "America/New_York"
-LENDING_PARTITIONS = business_day_partitions(LENDING_START, timezone=LENDING_TIMEZONE, end_offset=1)
+LENDING_PARTITIONS = LENDING_CALENDAR.partitions_def(LENDING_START, timezone=LENDING_TIMEZONE, end_offset=1)
