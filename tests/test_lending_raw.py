@@ -15,6 +15,7 @@ import pytest
 from pyiceberg.exceptions import NoSuchTableError
 
 from assets.lending import raw
+from assets.lending.contract import REFERENCES
 from assets.lending.landing import (
     MANIFEST_NAME,
     LandingZone,
@@ -26,7 +27,6 @@ from assets.lending.landing import (
     read_manifest,
     sha256_hex,
 )
-from assets.lending.contract import REFERENCES
 from assets.lending.raw import (
     HELD_BACK_BY_QUARANTINE,
     ROWS_MATCH_MANIFEST,
