@@ -15,7 +15,7 @@ import pytest
 from pyiceberg.exceptions import NoSuchTableError
 
 from assets.lending import raw
-from assets.lending.contract import REFERENCES
+from assets.lending.contract import HELD_BACK_BY_QUARANTINE, REFERENCES
 from assets.lending.landing import (
     MANIFEST_NAME,
     LandingZone,
@@ -28,7 +28,6 @@ from assets.lending.landing import (
     sha256_hex,
 )
 from assets.lending.raw import (
-    HELD_BACK_BY_QUARANTINE,
     ROWS_MATCH_MANIFEST,
     cast_values,
     parse_dataset,

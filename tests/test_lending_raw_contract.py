@@ -10,18 +10,20 @@ from pathlib import Path
 import dagster as dg
 import pyarrow as pa
 import pyarrow.compute as pc
+import pytest
 from pyspark.sql import SparkSession
 from test_lending_raw import failure_message, landing_bytes, replace_column, snapshots_of_run
 
 from assets.lending.contract import (
+    HELD_BACK_BY_QUARANTINE,
     RecentVolumes,
     VolumeThreshold,
     date_violations,
     expected_window,
 )
 from assets.lending.core import REFERENCES_A_LOAN, SIMPLE_CORE_TABLES, build_core_asset, core_loans, core_refunds
-from assets.lending.landing import LandingZone, LandingZoneResource, read_drop
-from assets.lending.raw import HELD_BACK_BY_QUARANTINE, ROWS_MATCH_MANIFEST, raw_landing_drop
+from assets.lending.landing import DropInfo, LandingZone, LandingZoneResource, read_drop, write_drop
+from assets.lending.raw import ROWS_MATCH_MANIFEST, raw_landing_drop
 from assets.lending.schedule import business_days
 from assets.lending.simulator import SimulationConfig, build_drop, simulate, write_tables
 from assets.lending.tables import CORE_REFUNDS, CORE_REPAYMENT_SCHEDULE, RAW_QUARANTINE, RAW_TABLES
@@ -326,3 +328,15 @@ def test_a_range_run_through_core_holds_back_the_refund_of_a_quarantined_loan_in
     assert BAD_LOAN not in refunds and len(refunds) == read_drop(zone, REFUNDED)["refunds"].num_rows - 1
     schedule = lake.read_arrow(CORE_REPAYMENT_SCHEDULE)["loan_id"].to_pylist()
     assert BAD_LOAN not in schedule and len(schedule) > 0  # no schedule without its loan in core
+
+
+def test_a_malformed_expected_anomalies_declaration_is_refused_naming_it(tmp_path: Path) -> None:
+    zone = LandingZone.local(tmp_path)
+    manifest = json.loads(zone.read_bytes(write_drop(zone, WEDNESDAY, 1, WEDNESDAY, {}).manifest_key))
+    assert DropInfo.from_manifest({**manifest, "expected_anomalies": {"payments": "outage"}}).expected_anomalies == (
+        ("payments", "outage"),
+    )
+    with pytest.raises(TypeError, match="expected_anomalies must map dataset names to non-empty reasons"):
+        DropInfo.from_manifest({**manifest, "expected_anomalies": {"payments": ""}})
+    with pytest.raises(TypeError, match="expected_anomalies"):
+        DropInfo.from_manifest({**manifest, "expected_anomalies": ["payments"]})

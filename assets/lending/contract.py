@@ -22,6 +22,7 @@ import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
+from typing import Protocol
 
 import dagster as dg
 import numpy as np
@@ -37,6 +38,7 @@ from assets.lending.tables import LENDING_START, PARTITION, RAW_QUARANTINE, RAW_
 from assets.lending.world import DATASETS, DATE_FIELDS, DateRule, SimulationConfig
 from batch_platform.lake import IcebergLakeResource
 
+HELD_BACK_BY_QUARANTINE = "rows_held_back_by_quarantine"
 LENDER_START = date.fromisoformat(LENDING_START)
 # drop_window reads only the lender's first day from a simulation config (and the calendar): the seed is unused.
 _LENDER = SimulationConfig(seed=0, start=LENDER_START)
@@ -319,3 +321,58 @@ class QuarantinedParents:
                 held[key] = f"{dataset} row {row} of drop {business_date} v{version}"
         for key in loaded:
             held.pop(key, None)
+
+
+class ParsedRows(Protocol):
+    """What the rules across rows need of a parsed landing file (``raw.ParsedDataset``)."""
+
+    rows: pa.Table
+    records: dict[int, str]
+
+    def hold_back(self, reasons: Mapping[int, list[str]]) -> None: ...
+
+
+def apply_rules_across_rows(
+    parsed: Mapping[str, ParsedRows], business_date: date, version: int, parents: QuarantinedParents
+) -> dict[str, int]:
+    """Quarantine a drop's rows with dates outside their rule or referring to a quarantined row; returns, per
+    dataset, the rows held back for their parent. Datasets go in DATASETS order: parents are settled first."""
+    held_back = {}
+    for dataset in DATASETS:
+        rows = parsed[dataset]
+        rows.hold_back(date_violations(dataset, rows.rows, business_date))
+        dependents = parents.dependents_of_held(dataset, rows.rows)
+        rows.hold_back(dependents)
+        held_back[dataset] = len(dependents)
+        loaded = rows.rows[PARENTS[dataset]].to_pylist() if dataset in PARENTS else []
+        parents.add_drop(dataset, business_date, version, rows.records, loaded)
+    return held_back
+
+
+def held_back_check_specs() -> list[dg.AssetCheckSpec]:
+    return [
+        dg.AssetCheckSpec(
+            HELD_BACK_BY_QUARANTINE,
+            asset=RAW_TABLES[dataset].asset_key,
+            blocking=False,
+            description="Rows quarantined because the row they refer to (their loan) is quarantined: WARN when any.",
+        )
+        for dataset in REFERENCES
+    ]
+
+
+def held_back_check_results(held_back: Mapping[date, Mapping[str, int]]) -> list[dg.AssetCheckResult]:
+    """Per dependent dataset, the rows of the run's days held back for a quarantined parent (WARN: others load)."""
+    return [
+        dg.AssetCheckResult(
+            asset_key=RAW_TABLES[dataset].asset_key,
+            check_name=HELD_BACK_BY_QUARANTINE,
+            passed=sum(day[dataset] for day in held_back.values()) == 0,
+            severity=dg.AssetCheckSeverity.WARN,
+            metadata={
+                "held_back_rows": sum(day[dataset] for day in held_back.values()),
+                "by_business_date": dg.MetadataValue.json({str(d): day[dataset] for d, day in held_back.items()}),
+            },
+        )
+        for dataset in REFERENCES
+    ]

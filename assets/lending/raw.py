@@ -26,12 +26,12 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from assets.lending.contract import (
-    PARENTS,
-    REFERENCES,
     VOLUME_THRESHOLDS,
     QuarantinedParents,
     RecentVolumes,
-    date_violations,
+    apply_rules_across_rows,
+    held_back_check_results,
+    held_back_check_specs,
 )
 from assets.lending.landing import (
     DATASET_VERSION,
@@ -69,7 +69,6 @@ from batch_platform.partitions import partition_keys
 # raw partition at once. The tables' own pools have no other writer.
 RAW_LANDING_POOL = "raw-landing"
 ROWS_MATCH_MANIFEST = "rows_match_manifest"
-HELD_BACK_BY_QUARANTINE = "rows_held_back_by_quarantine"
 MAX_APR_BPS = 3600  # the lender's legal APR cap, 36%
 MAX_REASONS_IN_METADATA = 5
 
@@ -536,15 +535,7 @@ def _load_day(
     drop = latest_complete_drop(zone, location, business_date)
     landed = verify_drop(zone, location, drop)
     parsed = {d: parse_dataset(d, landed[d]) for d in DATASETS}
-    held_back = {}
-    for d, p in parsed.items():  # DATASETS order: parents are settled before the rows referring to them
-        p.hold_back(date_violations(d, p.rows, business_date))
-        dependents = parents.dependents_of_held(d, p.rows)
-        p.hold_back(dependents)
-        held_back[d] = len(dependents)
-        parents.add_drop(
-            d, business_date, drop.version, p.records, p.rows[PARENTS[d]].to_pylist() if d in PARENTS else []
-        )
+    held_back = apply_rules_across_rows(parsed, business_date, drop.version, parents)
     rows = {d: drop.rows(d) for d in DATASETS}
     verdict = volumes.judge(business_date, rows, dict(drop.expected_anomalies))
     volumes.record(business_date, rows)
@@ -598,15 +589,7 @@ def _load_days(
         )
         for d in DATASETS
     ]
-    + [
-        dg.AssetCheckSpec(
-            HELD_BACK_BY_QUARANTINE,
-            asset=RAW_TABLES[d].asset_key,
-            blocking=False,
-            description="Rows quarantined because the row they refer to (their loan) is quarantined: WARN when any.",
-        )
-        for d in REFERENCES
-    ],
+    + held_back_check_specs(),
     partitions_def=LENDING_PARTITIONS,
     backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=23),
     can_subset=False,
@@ -639,6 +622,9 @@ def raw_landing_drop(
                 "landing/manifest_rows": sum(d.drop.rows(dataset) for d in days),
                 "landing/quarantined_rows": len(quarantined),
                 "landing/quarantine_sample": dg.MetadataValue.json(reasons),
+                "landing/accepted_anomalies": dg.MetadataValue.json(
+                    [a for d in days for a in d.accepted_anomalies if a.startswith(f"{dataset}:")]
+                ),
                 "landing/ignored_columns": dg.MetadataValue.json(
                     sorted({c for d in days for c in d.parsed[dataset].ignored_columns})
                 ),
@@ -676,18 +662,7 @@ def raw_landing_drop(
                 "drop_versions": dg.MetadataValue.json({str(d.business_date): d.drop.version for d in days}),
             },
         )
-    for dataset in REFERENCES:
-        held = sum(d.held_back[dataset] for d in days)
-        yield dg.AssetCheckResult(
-            asset_key=RAW_TABLES[dataset].asset_key,
-            check_name=HELD_BACK_BY_QUARANTINE,
-            passed=held == 0,
-            severity=dg.AssetCheckSeverity.WARN,
-            metadata={
-                "held_back_rows": held,
-                "by_business_date": dg.MetadataValue.json({str(d.business_date): d.held_back[dataset] for d in days}),
-            },
-        )
+    yield from held_back_check_results({d.business_date: d.held_back for d in days})
 
 
 raw_assets = [raw_landing_drop]
