@@ -16,14 +16,16 @@ from test_lending_raw import failure_message, landing_bytes, replace_column, sna
 
 from assets.lending.contract import (
     HELD_BACK_BY_QUARANTINE,
+    QuarantinedParents,
     RecentVolumes,
     VolumeThreshold,
+    apply_rules_across_rows,
     date_violations,
     expected_window,
 )
 from assets.lending.core import REFERENCES_A_LOAN, SIMPLE_CORE_TABLES, build_core_asset, core_loans, core_refunds
 from assets.lending.landing import DropInfo, LandingZone, LandingZoneResource, read_drop, write_drop
-from assets.lending.raw import ROWS_MATCH_MANIFEST, raw_landing_drop
+from assets.lending.raw import ROWS_MATCH_MANIFEST, parse_dataset, raw_landing_drop
 from assets.lending.schedule import business_days
 from assets.lending.simulator import SimulationConfig, build_drop, simulate, write_tables
 from assets.lending.tables import CORE_REFUNDS, CORE_REPAYMENT_SCHEDULE, RAW_QUARANTINE, RAW_TABLES
@@ -340,3 +342,13 @@ def test_a_malformed_expected_anomalies_declaration_is_refused_naming_it(tmp_pat
         DropInfo.from_manifest({**manifest, "expected_anomalies": {"payments": ""}})
     with pytest.raises(TypeError, match="expected_anomalies"):
         DropInfo.from_manifest({**manifest, "expected_anomalies": ["payments"]})
+
+
+def test_a_duplicated_loan_holds_nothing_back_because_one_copy_loads() -> None:
+    tables = build_drop(CONFIG, WEDNESDAY)
+    loans = pa.concat_tables([tables["loans"], tables["loans"].slice(0, 1)])
+    parsed = {d: parse_dataset(d, loans if d == "loans" else t) for d, t in tables.items()}
+    held_back = apply_rules_across_rows(parsed, WEDNESDAY, 1, QuarantinedParents())
+    assert parsed["loans"].quarantined == {tables["loans"].num_rows: [f"duplicate loan_id {loans['loan_id'][0]}"]}
+    assert held_back == dict.fromkeys(DATASETS, 0)
+    assert parsed["repayment_schedule"].rows.num_rows == tables["repayment_schedule"].num_rows

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import statistics
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Protocol
@@ -309,9 +309,9 @@ class QuarantinedParents:
         return reasons
 
     def add_drop(
-        self, dataset: str, business_date: date, version: int, records: Mapping[int, str], loaded: Iterable[int]
+        self, dataset: str, business_date: date, version: int, records: Mapping[int, str], loaded: pa.Table
     ) -> None:
-        """A drop's quarantined rows of a parent dataset (row number -> record as JSON) and its loaded keys."""
+        """A drop's quarantined rows of a parent dataset (row number -> record as JSON) and its loading rows."""
         if dataset not in PARENTS:
             return
         held = self.held.setdefault(dataset, {})
@@ -319,8 +319,12 @@ class QuarantinedParents:
             key = _as_key(json.loads(record).get(PARENTS[dataset]))
             if key is not None:
                 held[key] = f"{dataset} row {row} of drop {business_date} v{version}"
-        for key in loaded:
-            held.pop(key, None)
+        if held:
+            # Loaded after all (one copy of a duplicate, a re-delivery): no longer held. Only the held few are probed.
+            keys = loaded[PARENTS[dataset]]
+            found = keys.filter(pc.fill_null(pc.is_in(keys, pa.array(list(held), keys.type)), False))
+            for key in found.to_pylist():
+                held.pop(key, None)
 
 
 class ParsedRows(Protocol):
@@ -344,8 +348,7 @@ def apply_rules_across_rows(
         dependents = parents.dependents_of_held(dataset, rows.rows)
         rows.hold_back(dependents)
         held_back[dataset] = len(dependents)
-        loaded = rows.rows[PARENTS[dataset]].to_pylist() if dataset in PARENTS else []
-        parents.add_drop(dataset, business_date, version, rows.records, loaded)
+        parents.add_drop(dataset, business_date, version, rows.records, rows.rows)
     return held_back
 
 
