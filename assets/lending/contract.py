@@ -21,7 +21,7 @@ import json
 import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import date
 from typing import Protocol
 
 import dagster as dg
@@ -30,7 +30,7 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 from pyiceberg.exceptions import NoSuchTableError
-from pyiceberg.expressions import In, LessThan
+from pyiceberg.expressions import And, In, LessThan
 
 from assets.lending.schedule import MAX_TERM_MONTHS, add_months
 from assets.lending.simulator import drop_window
@@ -267,12 +267,12 @@ class QuarantinedParents:
         if before <= LENDER_START:
             return parents
         try:
-            lake.load(RAW_QUARANTINE)
+            table = lake.load(RAW_QUARANTINE)
         except NoSuchTableError:
             return parents
-        earlier = dg.PartitionKeyRange(LENDING_START, str(before - timedelta(days=1)))
-        quarantine = lake.read_arrow(RAW_QUARANTINE, earlier)
-        quarantine = quarantine.filter(pc.is_in(quarantine["dataset"], pa.array(sorted(PARENTS), pa.string())))
+        # Only the parents' quarantined rows are read (dataset is a column with file statistics, not a partition).
+        earlier = And(LessThan(PARTITION, before), In("dataset", sorted(PARENTS)))  # type: ignore[call-arg,arg-type]
+        quarantine = table.scan(row_filter=earlier).to_arrow()  # pyiceberg applies the filter to rows too
         for row in quarantine.to_pylist():
             key = _as_key(json.loads(row["record"]).get(PARENTS[row["dataset"]]))
             if key is not None:
@@ -358,7 +358,10 @@ def held_back_check_specs() -> list[dg.AssetCheckSpec]:
             HELD_BACK_BY_QUARANTINE,
             asset=RAW_TABLES[dataset].asset_key,
             blocking=False,
-            description="Rows quarantined because the row they refer to (their loan) is quarantined: WARN when any.",
+            description=(
+                "Rows quarantined because the row they refer to (their loan) is: WARN when any. Once the parent is "
+                "re-delivered, re-run the days listed in by_business_date to load them."
+            ),
         )
         for dataset in REFERENCES
     ]
