@@ -170,7 +170,7 @@ def write_tables(
     ``expected_anomalies`` (dataset -> reason) goes into the manifest: the producer's word that a dataset's volume
     is unusual on purpose, which the raw load's volume check accepts.
     """
-    drop_window(config, business_date)
+    drop_window(config, business_date)  # refuses a day that is no business day, or before the lender
     extra = {"expected_anomalies": dict(expected_anomalies)} if expected_anomalies else None
     return _write(config, landing, business_date, version, tables, extra)
 
