@@ -142,6 +142,9 @@ class DropInfo:
     covers_from: date  # first calendar day whose events the drop carries
     covers_to: date  # = business_date
     files: tuple[FileInfo, ...]
+    # The producer's word that a dataset's volume is unusual on purpose (a genuinely empty day): dataset -> reason,
+    # from the manifest's "expected_anomalies"; the raw load's volume check lets those datasets through.
+    expected_anomalies: tuple[tuple[str, str], ...] = ()
 
     @property
     def manifest_key(self) -> str:
@@ -165,7 +168,16 @@ class DropInfo:
                 FileInfo(f["dataset"], f"{prefix}/{f['path']}", int(f["rows"]), f["sha256"], int(f["bytes"]))
                 for f in manifest["files"]
             ),
+            expected_anomalies=_expected_anomalies(manifest.get("expected_anomalies") or {}),
         )
+
+
+def _expected_anomalies(declared: Any) -> tuple[tuple[str, str], ...]:
+    if not isinstance(declared, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, str) and v.strip() for k, v in declared.items()
+    ):
+        raise TypeError(f"expected_anomalies must map dataset names to non-empty reasons, not {declared!r}")
+    return tuple(sorted(declared.items()))
 
 
 def drop_prefix(business_date: date, version: int) -> str:

@@ -13,7 +13,7 @@ One run loads one business date, from the latest complete version of its drop:
 """
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
@@ -25,6 +25,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from assets.lending.contract import (
+    VOLUME_THRESHOLDS,
+    QuarantinedParents,
+    RecentVolumes,
+    apply_rules_across_rows,
+    held_back_check_results,
+    held_back_check_specs,
+)
 from assets.lending.landing import (
     DATASET_VERSION,
     DropInfo,
@@ -307,6 +315,23 @@ class ParsedDataset:
     quarantined: dict[int, list[str]] = field(default_factory=dict)  # row number in the file -> reasons
     records: dict[int, str] = field(default_factory=dict)  # row number -> the row as delivered, as JSON
     ignored_columns: list[str] = field(default_factory=list)
+    row_numbers: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, np.int64))  # of `rows`, in the file
+
+    def hold_back(self, reasons: Mapping[int, list[str]]) -> None:
+        """Quarantine loading rows (positions in ``rows``) that a rule across rows refused; their record is typed."""
+        if not reasons:
+            return
+        positions = sorted(reasons)
+        for position, record in zip(
+            positions, self.rows.take(pa.array(positions, pa.int64())).to_pylist(), strict=True
+        ):
+            row = int(self.row_numbers[position])
+            self.quarantined[row] = self.quarantined.get(row, []) + reasons[position]
+            self.records[row] = json.dumps(_redacted(self.dataset, record), default=str)
+        keep = np.ones(self.rows.num_rows, dtype=np.bool_)
+        keep[positions] = False
+        self.rows, self.row_numbers = self.rows.filter(pa.array(keep)), self.row_numbers[keep]
+        self.quarantined = dict(sorted(self.quarantined.items()))
 
 
 # Clear PII lives in raw.customers only; a quarantined customer row keeps its row number in the landing file, where
@@ -357,6 +382,7 @@ def parse_dataset(dataset: str, landed: pa.Table) -> ParsedDataset:
             row: json.dumps(_redacted(dataset, record), default=str) for row, record in zip(bad, delivered, strict=True)
         },
         ignored_columns=sorted(set(landed.column_names) - set(schema.names)),
+        row_numbers=np.flatnonzero(keep).astype(np.int64),
     )
 
 
@@ -492,14 +518,29 @@ class _LoadedDay:
     business_date: date
     drop: DropInfo
     parsed: dict[str, ParsedDataset]
+    held_back: dict[str, int]  # rows quarantined because a row they refer to is, per dataset
+    accepted_anomalies: list[str]  # volume anomalies the manifest declared expected
 
 
-def _load_day(context: dg.AssetExecutionContext, landing: LandingZoneResource, key: str) -> _LoadedDay:
+def _load_day(
+    context: dg.AssetExecutionContext,
+    landing: LandingZoneResource,
+    key: str,
+    volumes: RecentVolumes,
+    parents: QuarantinedParents,
+) -> tuple[_LoadedDay, list[str]]:
+    """A verified, parsed drop with the contract's rules across rows applied, and its volume problems."""
     business_date = date.fromisoformat(key)
     zone, location = landing.zone(), landing.location()
     drop = latest_complete_drop(zone, location, business_date)
     landed = verify_drop(zone, location, drop)
     parsed = {d: parse_dataset(d, landed[d]) for d in DATASETS}
+    held_back = apply_rules_across_rows(parsed, business_date, drop.version, parents)
+    rows = {d: drop.rows(d) for d in DATASETS}
+    verdict = volumes.judge(business_date, rows, dict(drop.expected_anomalies))
+    volumes.record(business_date, rows)
+    for accepted in verdict.accepted:
+        context.log.warning(f"{drop.prefix}: {accepted}")
     context.log.info(
         f"{drop.prefix}: "
         + ", ".join(f"{p.dataset} {p.rows.num_rows} loaded/{len(p.quarantined)} quarantined" for p in parsed.values())
@@ -507,7 +548,32 @@ def _load_day(context: dg.AssetExecutionContext, landing: LandingZoneResource, k
     for p in parsed.values():
         if p.ignored_columns:
             context.log.warning(f"{p.dataset}: columns outside the contract are not loaded: {p.ignored_columns}")
-    return _LoadedDay(business_date, drop, parsed)
+    problems = [f"{drop.prefix}: {p}" for p in verdict.problems]
+    return _LoadedDay(business_date, drop, parsed, held_back, verdict.accepted), problems
+
+
+def _load_days(
+    context: dg.AssetExecutionContext, lake: IcebergLakeResource, landing: LandingZoneResource, keys: Sequence[str]
+) -> list[_LoadedDay]:
+    """Every drop of the run, in date order (each day's history includes the run's days before it), or a Failure."""
+    first = date.fromisoformat(keys[0])
+    history_days = max(t.history_days for t in VOLUME_THRESHOLDS.values())
+    volumes = RecentVolumes.from_lake(lake, first, history_days)
+    parents = QuarantinedParents.from_lake(lake, first, keys)
+    days, problems = [], []
+    for key in keys:
+        day, day_problems = _load_day(context, landing, key, volumes, parents)
+        days.append(day)
+        problems += day_problems
+    if problems:
+        raise dg.Failure(
+            description=(
+                f"Row counts far outside recent history at {landing.location()}; nothing was written:\n"
+                + "\n".join(f"- {p}" for p in problems)
+            ),
+            metadata={"landing": landing.location(), "problems": problems},
+        )
+    return days
 
 
 @dg.multi_asset(
@@ -522,7 +588,8 @@ def _load_day(context: dg.AssetExecutionContext, landing: LandingZoneResource, k
             description="Rows loaded plus rows quarantined equal the rows the drop's manifest announced.",
         )
         for d in DATASETS
-    ],
+    ]
+    + held_back_check_specs(),
     partitions_def=LENDING_PARTITIONS,
     backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=23),
     can_subset=False,
@@ -534,7 +601,7 @@ def raw_landing_drop(
 ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
     keys = sorted(partition_keys(context))
     # Every drop of the run is verified before anything is written: one bad day fails the run with the lake as it was.
-    days = [_load_day(context, landing, key) for key in keys]
+    days = _load_days(context, lake, landing, keys)
 
     # One commit per table for all the run's days: a run that dies midway leaves some tables on the new version and
     # yields no check results for the rest; re-running the partitions completes it (every write replaces them).
@@ -555,6 +622,9 @@ def raw_landing_drop(
                 "landing/manifest_rows": sum(d.drop.rows(dataset) for d in days),
                 "landing/quarantined_rows": len(quarantined),
                 "landing/quarantine_sample": dg.MetadataValue.json(reasons),
+                "landing/accepted_anomalies": dg.MetadataValue.json(
+                    [a for d in days for a in d.accepted_anomalies if a.startswith(f"{dataset}:")]
+                ),
                 "landing/ignored_columns": dg.MetadataValue.json(
                     sorted({c for d in days for c in d.parsed[dataset].ignored_columns})
                 ),
@@ -592,6 +662,7 @@ def raw_landing_drop(
                 "drop_versions": dg.MetadataValue.json({str(d.business_date): d.drop.version for d in days}),
             },
         )
+    yield from held_back_check_results({d.business_date: d.held_back for d in days})
 
 
 raw_assets = [raw_landing_drop]

@@ -70,6 +70,7 @@ __all__ = [
     "read_manifest",
     "simulate",
     "write_correction",
+    "write_tables",
 ]
 
 # Bump when the behaviour model changes: a landing zone never mixes drops of two models (see _check_generator).
@@ -155,6 +156,25 @@ def write_correction(
     tables = World(config).events(*drop_window(config, business_date))
     tables, summary = _apply_corrections(config, business_date, tables, version)
     return _write(config, landing, business_date, version, tables, {"corrections": summary})
+
+
+def write_tables(
+    config: SimulationConfig,
+    business_date: date,
+    landing: LandingZone,
+    tables: dict[str, pa.Table],
+    *,
+    version: int = 1,
+    expected_anomalies: dict[str, str] | None = None,
+) -> DropInfo:
+    """Write given tables as a drop of the business date, as the producer would (e.g. a genuinely empty day).
+
+    ``expected_anomalies`` (dataset -> reason) goes into the manifest: the producer's word that a dataset's volume
+    is unusual on purpose, which the raw load's volume check accepts.
+    """
+    drop_window(config, business_date)  # refuses a day that is no business day, or before the lender
+    extra = {"expected_anomalies": dict(expected_anomalies)} if expected_anomalies else None
+    return _write(config, landing, business_date, version, tables, extra)
 
 
 def _generator_facts(config: SimulationConfig) -> dict[str, Any]:

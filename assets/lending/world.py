@@ -34,7 +34,7 @@ import multiprocessing
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date
-from enum import IntEnum
+from enum import IntEnum, StrEnum
 from itertools import pairwise
 from typing import Any
 
@@ -237,6 +237,41 @@ EVENT_DATE_COLUMN = {
     "refunds": "refund_date",
     "charge_offs": "charge_off_date",
     "recoveries": "recovery_date",
+}
+
+
+class DateRule(StrEnum):
+    """How a dated field of a drop must relate to the drop; the raw load quarantines a row that breaks it."""
+
+    # The event the row records: after the previous business day's drop, up to this business day (drop_window).
+    IN_WINDOW = "in_window"
+    # An earlier event of the lender's own book the row refers to: from the lender's first day to this business day.
+    BOOK_PAST = "book_past"
+    # A fact older than the lender (a birth date): never after the business day, no lower bound.
+    NOT_AFTER_DROP = "not_after_drop"
+    # A planned date (due dates, maturity), legitimately in the future: from the lender's first day to the longest
+    # term (MAX_TERM_MONTHS) after the business day.
+    SCHEDULED = "scheduled"
+
+
+# Every date and timestamp field of SCHEMAS, with its rule (tests check none is missing). A timestamp is judged by
+# its UTC date, which is the day the simulator stamps it on.
+DATE_FIELDS: dict[str, dict[str, DateRule]] = {
+    "customers": {"created_date": DateRule.IN_WINDOW, "date_of_birth": DateRule.NOT_AFTER_DROP},
+    "merchants": {"onboarded_date": DateRule.IN_WINDOW},
+    "applications": {"application_date": DateRule.IN_WINDOW, "applied_at": DateRule.IN_WINDOW},
+    "loans": {
+        "origination_date": DateRule.IN_WINDOW,
+        "first_due_date": DateRule.SCHEDULED,
+        "maturity_date": DateRule.SCHEDULED,
+    },
+    # A schedule becomes effective with its event (origination or partial refund); its due dates lie ahead.
+    "repayment_schedule": {"effective_date": DateRule.IN_WINDOW, "due_date": DateRule.SCHEDULED},
+    # A payoff names the next due date, which may be after the payment: scheduled, not past.
+    "payments": {"payment_date": DateRule.IN_WINDOW, "due_date": DateRule.SCHEDULED},
+    "refunds": {"refund_date": DateRule.IN_WINDOW},
+    "charge_offs": {"charge_off_date": DateRule.IN_WINDOW, "oldest_unpaid_due_date": DateRule.BOOK_PAST},
+    "recoveries": {"recovery_date": DateRule.IN_WINDOW},
 }
 _ROW_ORDER = {
     "customers": ("customer_id",),
