@@ -33,7 +33,7 @@ from assets.lending.world import DATASETS, DATE_FIELDS, EVENT_DATE_COLUMN, SCHEM
 from batch_platform.lake import IcebergLakeResource
 from batch_platform.spark import SparkResource
 
-CONFIG = SimulationConfig(seed=7, start=date(2023, 1, 2), scale=0.05)
+CONFIG = SimulationConfig(seed=7, start=date(2023, 1, 3), scale=0.05)
 WEDNESDAY = date(2023, 3, 1)  # its drop's window is the day itself
 MONDAY = date(2023, 3, 6)  # its drop carries the weekend
 
@@ -101,12 +101,12 @@ def test_every_dated_field_of_the_contract_declares_its_rule_and_each_event_date
 def test_the_window_is_the_simulators_drop_window_for_the_lender() -> None:
     assert expected_window(WEDNESDAY) == (WEDNESDAY, WEDNESDAY)
     assert expected_window(MONDAY) == (date(2023, 3, 4), MONDAY)
-    assert expected_window(date(2023, 1, 2)) == (date(2023, 1, 2), date(2023, 1, 2))  # nothing before the lender
+    assert expected_window(date(2023, 1, 3)) == (date(2023, 1, 3), date(2023, 1, 3))  # nothing before the lender
 
 
 def test_the_simulators_drops_break_no_date_rule() -> None:
     world = World(CONFIG)
-    for day in (date(2023, 1, 2), MONDAY, date(2023, 6, 30), date(2024, 6, 28)):
+    for day in (date(2023, 1, 3), MONDAY, date(2023, 6, 30), date(2024, 6, 28)):
         for dataset, table in build_drop(CONFIG, day, world=world).items():
             assert date_violations(dataset, table, day) == {}, (day, dataset)
 
@@ -126,7 +126,7 @@ def test_a_due_date_may_lie_ahead_but_not_past_the_longest_term() -> None:
     schedule = with_value(schedule, "due_date", 1, date(2025, 3, 2))
     assert date_violations("repayment_schedule", schedule, WEDNESDAY) == {
         1: [
-            "due_date 2025-03-02 is outside [2023-01-02, 2025-03-01] (a scheduled date: the lender's first day to "
+            "due_date 2025-03-02 is outside [2023-01-03, 2025-03-01] (a scheduled date: the lender's first day to "
             "24 months ahead)"
         ]
     }
