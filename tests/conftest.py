@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import dagster as dg
 import pytest
 from moto.server import ThreadedMotoServer
 from pg_server import PostgresServer, postgres_for_tests
@@ -67,6 +68,37 @@ def pg_database(postgres_server: PostgresServer) -> Iterator[str]:
     """A fresh, empty database for one test, dropped (with any connection left open) afterwards."""
     with postgres_server.database() as name:
         yield name
+
+
+@pytest.fixture
+def postgres_instance(
+    postgres_server: PostgresServer, pg_database: str, tmp_path: Path
+) -> Iterator[dg.DagsterInstance]:
+    """A DagsterInstance whose run, event-log and schedule storage are on the test PostgreSQL, configured the way
+    production's dagster.yaml configures one."""
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    password = f"\n      password: {postgres_server.password}" if postgres_server.password else ""
+    (home / "dagster.yaml").write_text(
+        f"""
+storage:
+  postgres:
+    postgres_db:
+      username: {postgres_server.user}{password}
+      hostname: {postgres_server.host}
+      port: {postgres_server.port}
+      db_name: {pg_database}
+      # SQLAlchemy 2.1 needs the driver named (Dagster issue 33958).
+      scheme: postgresql+psycopg2
+telemetry:
+  enabled: false
+"""
+    )
+    instance = dg.DagsterInstance.from_config(str(home))
+    try:
+        yield instance
+    finally:
+        instance.dispose()
 
 
 # Test tiers. `make test` runs all of them; `make test-unit` only `unit`, for a quick loop. A test's tier follows

@@ -7,11 +7,9 @@ server that the test session starts (tests/pg_server.py).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
-import pytest
 import sqlalchemy as sa
 from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage, PostgresScheduleStorage
 from pg_server import PostgresServer
@@ -27,35 +25,6 @@ from batch_platform.spark import SparkResource
 
 PARTITION = "2024-03-05"
 ROWS_PER_DAY = 300
-
-
-@pytest.fixture
-def postgres_instance(
-    postgres_server: PostgresServer, pg_database: str, tmp_path: Path
-) -> Iterator[dg.DagsterInstance]:
-    """A persistent DagsterInstance configured the way production's dagster.yaml configures one."""
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    (home / "dagster.yaml").write_text(
-        f"""
-storage:
-  postgres:
-    postgres_db:
-      username: {postgres_server.user}
-      hostname: {postgres_server.host}
-      port: {postgres_server.port}
-      db_name: {pg_database}
-      # SQLAlchemy 2.1 needs the driver named (Dagster issue 33958).
-      scheme: postgresql+psycopg2
-telemetry:
-  enabled: false
-"""
-    )
-    instance = dg.DagsterInstance.from_config(str(home))
-    try:
-        yield instance
-    finally:
-        instance.dispose()
 
 
 def test_partition_run_on_postgres_instance_records_run_events_and_iceberg_catalog_in_postgres(

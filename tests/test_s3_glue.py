@@ -5,8 +5,6 @@ These tests use the lake's Arrow write and read paths; Spark's S3A path against 
 tests/test_spark_s3a.py. Both share the commit code (one delete + add transaction per write).
 """
 
-import urllib.request
-import uuid
 from datetime import date
 from decimal import Decimal
 from pathlib import Path
@@ -16,6 +14,7 @@ import boto3
 import dagster as dg
 import pyarrow as pa
 import pytest
+from aws_support import REGION, isolated_aws_env, new_bucket
 
 from assets.platform_demo import DAILY_TRANSACTION_TOTALS, DEMO_PARTITIONS, card_transactions
 from batch_platform.definitions import build_definitions
@@ -35,7 +34,6 @@ from resources import (
     prod_resources,
 )
 
-REGION = "eu-west-1"
 PARTITION = "2024-02-10"
 TOTALS = DAILY_TRANSACTION_TOTALS
 
@@ -43,18 +41,8 @@ TOTALS = DAILY_TRANSACTION_TOTALS
 @pytest.fixture
 def aws(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, str]:
     """Dummy credentials through the default AWS chain (environment), isolated from any real AWS configuration."""
-    urllib.request.urlopen(urllib.request.Request(f"{moto_endpoint}/moto-api/reset", method="POST")).close()
-    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    bucket = f"lake-{uuid.uuid4().hex[:12]}"
-    s3 = boto3.client("s3", endpoint_url=moto_endpoint, region_name=REGION)
-    s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": REGION})
+    isolated_aws_env(moto_endpoint, monkeypatch, tmp_path)
+    bucket = new_bucket(moto_endpoint)
     return {"endpoint": moto_endpoint, "bucket": bucket, "warehouse": f"s3://{bucket}/warehouse"}
 
 

@@ -10,19 +10,17 @@ All Spark work shares the test process's one JVM; each lake gets its own ``spark
 from __future__ import annotations
 
 import sqlite3
-import urllib.request
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from typing import Any
 
-import boto3
 import dagster as dg
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
+from aws_support import REGION, isolated_aws_env, new_bucket
 from pg_server import PostgresServer
 from py4j.protocol import Py4JJavaError
 from pyiceberg.table import Table
@@ -63,10 +61,9 @@ from resources import (
 )
 
 FIRST = date.fromisoformat(LENDING_START)
-DAYS = [d.isoformat() for d in business_days(FIRST, date(2023, 1, 4))]
+DAYS = [d.isoformat() for d in business_days(FIRST, date(2023, 1, 5))]  # three business days
 TEST_PII_KEY = "test-only-hmac-key-0123456789abcdef0123"
 LINEAGE_KEYS = (SUMMARY_RUN_ID, SUMMARY_ASSET_KEY, SUMMARY_PARTITIONS)
-REGION = "eu-west-1"
 
 
 def lending_domain_tables() -> list[LakeTable]:
@@ -325,22 +322,8 @@ def test_attaching_a_different_lake_to_a_session_that_has_one_is_refused(tmp_pat
 @pytest.fixture
 def glue_lake(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> IcebergLakeResource:
     """PROD's lake on moto's Glue and S3, dummy credentials through the default AWS chain."""
-    urllib.request.urlopen(urllib.request.Request(f"{moto_endpoint}/moto-api/reset", method="POST")).close()
-    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE"):
-        monkeypatch.delenv(name, raising=False)
-    for name, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": REGION,
-        "AWS_CONFIG_FILE": str(tmp_path / "no-aws-config"),
-        "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "no-aws-credentials"),
-        "AWS_EC2_METADATA_DISABLED": "true",
-    }.items():
-        monkeypatch.setenv(name, value)
-    bucket = f"lake-{uuid.uuid4().hex[:12]}"
-    boto3.client("s3", endpoint_url=moto_endpoint, region_name=REGION).create_bucket(
-        Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": REGION}
-    )
+    isolated_aws_env(moto_endpoint, monkeypatch, tmp_path)
+    bucket = new_bucket(moto_endpoint)
     _set_prod_lake_env(monkeypatch, "glue", "", f"s3://{bucket}/warehouse", moto_endpoint)
     lake = prod_resources()["lake"].process_config_and_initialize()  # what a PROD run builds at its start
     assert isinstance(lake, IcebergLakeResource)

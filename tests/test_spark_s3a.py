@@ -16,7 +16,6 @@ import os
 import signal
 import subprocess
 import sys
-import urllib.request
 import uuid
 import zlib
 from collections.abc import Iterator
@@ -31,6 +30,7 @@ import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pytest
 import sqlalchemy as sa
+from aws_support import REGION, isolated_aws_env, new_bucket
 from pg_server import PostgresServer
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
@@ -79,7 +79,6 @@ from resources import (
     prod_resources,
 )
 
-REGION = "eu-west-1"
 DAY = "2024-03-01"
 ROWS = 5_000
 
@@ -113,19 +112,8 @@ class S3Lake:
 @pytest.fixture
 def s3_lake(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> S3Lake:
     """A fresh bucket, PROD's variables pointing at moto's S3 and Glue, dummy credentials through the default chain."""
-    urllib.request.urlopen(urllib.request.Request(f"{moto_endpoint}/moto-api/reset", method="POST")).close()
-    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    bucket = f"lake-{uuid.uuid4().hex[:12]}"
-    boto3.client("s3", endpoint_url=moto_endpoint, region_name=REGION).create_bucket(
-        Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": REGION}
-    )
+    isolated_aws_env(moto_endpoint, monkeypatch, tmp_path)
+    bucket = new_bucket(moto_endpoint)
     warehouse = f"s3://{bucket}/warehouse"
     monkeypatch.setenv(CATALOG_TYPE_ENV, "glue")
     monkeypatch.setenv(CATALOG_URI_ENV, "")
@@ -395,35 +383,6 @@ def test_prod_spark_addresses_buckets_by_path_only_behind_an_endpoint_override(
 
 TEST_PII_KEY = "test-only-hmac-key-0123456789abcdef0123"
 LENDING_DAY = LENDING_START  # the lender's first business day: its loan book needs no earlier partition
-
-
-@pytest.fixture
-def postgres_instance(
-    postgres_server: PostgresServer, pg_database: str, tmp_path: Path
-) -> Iterator[dg.DagsterInstance]:
-    """Run, event-log and schedule storage on the test PostgreSQL, configured as production's dagster.yaml does."""
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    password = f"\n      password: {postgres_server.password}" if postgres_server.password else ""
-    (home / "dagster.yaml").write_text(
-        f"""
-storage:
-  postgres:
-    postgres_db:
-      username: {postgres_server.user}{password}
-      hostname: {postgres_server.host}
-      port: {postgres_server.port}
-      db_name: {pg_database}
-      scheme: postgresql+psycopg2
-telemetry:
-  enabled: false
-"""
-    )
-    instance = dg.DagsterInstance.from_config(str(home))
-    try:
-        yield instance
-    finally:
-        instance.dispose()
 
 
 @pytest.fixture
