@@ -20,11 +20,15 @@ import dagster as dg
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
-from dagster._core.definitions.sensor_definition import SensorExecutionData
 from dagster._utils.schedules import schedule_execution_time_iterator
+from lending_automation import (
+    PIPELINE_KEYS,
+    LendingAutomation,
+    backfill_targets,
+    single_run_request,
+)
 from pyspark.sql import SparkSession
 
-from assets import lending_assets
 from assets.lending.core import core_assets
 from assets.lending.landing import LandingZone, LandingZoneResource, complete_versions, read_drop, write_drop
 from assets.lending.raw import raw_assets
@@ -39,16 +43,12 @@ from assets.lending.tables import (
     RAW_TABLES,
 )
 from assets.lending.world import SimulationConfig
-from batch_platform.alerts import LogFileAlerts
 from batch_platform.business_calendar import BusinessCalendar, federal_reserve_holidays, financial_market_holidays
 from batch_platform.freshness import due_partition
 from batch_platform.lake import IcebergLakeResource
 from batch_platform.pii import PiiTokenizer
 from batch_platform.spark import SparkResource
-from resources import LandingS3Resource
 from sensors.lending import (
-    evaluate_daily_deadline,
-    lending_daily_job,
     lending_daily_schedule,
     lending_landing_sensor,
     lending_restatement_sensor,
@@ -200,95 +200,24 @@ def test_no_drop_lands_for_a_holiday_and_the_next_drop_carries_its_events(tmp_pa
 
 # -- automation: the deadline schedule and the sensors --------------------------------------------------------------
 
-DEFS = dg.Definitions(
-    assets=lending_assets,
-    sensors=[lending_landing_sensor, lending_restatement_sensor],
-    schedules=[lending_daily_schedule],
-    jobs=[lending_daily_job],
-    resources={  # the sensors never run the assets here; the repository only needs its resource keys bound
-        "lake": IcebergLakeResource(),
-        "spark": SparkResource(),
-        "landing": LandingZoneResource(),
-        "pii": PiiTokenizer(key="calendar-tests-never-tokenize"),
-        "s3": LandingS3Resource(),
-        "alerts": LogFileAlerts(),
-    },
-)
-REPOSITORY = DEFS.get_repository_def()
-PIPELINE_KEYS = set(REPOSITORY.asset_graph.get_all_asset_keys())
 SENSOR_CONFIG = SimulationConfig(seed=5, start=date(2023, 6, 26), scale=0.01)
 
 
-class Automation:
-    """A real SQLite instance, a local landing zone of simulated drops, real raw loads (no Spark)."""
-
-    def __init__(self, root: Path, instance: dg.DagsterInstance) -> None:
-        self.instance = instance
-        self.landing = LandingZone.local(root / "landing")
-        self.lake = IcebergLakeResource(data_dir=str(root / "lake"))
-        self.alerts_file = root / "alerts.jsonl"
-        self.resources = {
-            "landing": LandingZoneResource(uri=str(root / "landing")),
-            "s3": LandingS3Resource(),
-            "alerts": LogFileAlerts(path=str(self.alerts_file)),
-        }
-
-    def tick(self, sensor: dg.SensorDefinition, cursor: str | None = None) -> SensorExecutionData:
-        context = dg.build_sensor_context(
-            instance=self.instance, cursor=cursor, repository_def=REPOSITORY, resources=self.resources
-        )
-        return sensor.evaluate_tick(context)
-
-    def deadline(self, day: date) -> dg.RunRequest | dg.SkipReason:
-        """The schedule's tick at 06:00 New York time on ``day``."""
-        context = dg.build_schedule_context(
-            instance=self.instance,
-            scheduled_execution_time=datetime(day.year, day.month, day.day, 6, tzinfo=NEW_YORK),
-            repository_def=REPOSITORY,
-        )
-        return evaluate_daily_deadline(context)
-
-    def load_raw(self, first: date, last: date) -> None:
-        result = dg.materialize(
-            raw_assets,
-            instance=self.instance,
-            resources={"lake": self.lake, "landing": self.resources["landing"]},
-            tags={"dagster/asset_partition_range_start": str(first), "dagster/asset_partition_range_end": str(last)},
-        )
-        assert result.success
-
-    def mark_built(self, keys: set[dg.AssetKey], days: list[date]) -> None:
-        for key in keys:
-            for day in days:
-                self.instance.report_runless_asset_event(dg.AssetMaterialization(key, partition=str(day)))
-
-
 @pytest.fixture
-def automation(tmp_path: Path) -> Iterator[Automation]:
+def automation(tmp_path: Path) -> Iterator[LendingAutomation]:
     (tmp_path / "home").mkdir()
     with dg.instance_for_test(temp_dir=str(tmp_path / "home")) as instance:
-        yield Automation(tmp_path, instance)
+        yield LendingAutomation(tmp_path, instance)
 
 
-def _only_request(result: SensorExecutionData) -> dg.RunRequest:
-    assert len(result.run_requests or []) == 1, result.skip_message
-    return (result.run_requests or [])[0]
-
-
-def _backfill_targets(request: dg.RunRequest) -> dict[dg.AssetKey, list[str]]:
-    subset = request.asset_graph_subset
-    assert subset is not None, "expected an asset backfill request"
-    return {k: sorted(s.get_partition_keys()) for k, s in subset.partitions_subsets_by_asset_key.items()}
-
-
-def test_the_deadline_on_the_holidays_morning_runs_the_business_day_before_it(automation: Automation) -> None:
+def test_the_deadline_on_the_holidays_morning_runs_the_business_day_before_it(automation: LendingAutomation) -> None:
     request = automation.deadline(HOLIDAY)
     assert isinstance(request, dg.RunRequest)
     assert (request.partition_key, request.run_key) == (str(BEFORE), f"deadline:{BEFORE}")
 
 
 def test_the_deadline_after_the_holiday_targets_the_day_before_it_and_runs_it_only_if_not_done(
-    automation: Automation,
+    automation: LendingAutomation,
 ) -> None:
     # The holiday has no partition: the morning after it is still the previous business day's deadline. If the
     # holiday's tick already launched that day, the same run key keeps Dagster from launching it twice.
@@ -305,12 +234,12 @@ def test_the_deadline_after_the_holiday_targets_the_day_before_it_and_runs_it_on
     assert isinstance(next_morning, dg.RunRequest) and next_morning.partition_key == str(AFTER)
 
 
-def test_the_deadline_after_a_monday_holiday_targets_the_friday_before(automation: Automation) -> None:
+def test_the_deadline_after_a_monday_holiday_targets_the_friday_before(automation: LendingAutomation) -> None:
     labor_day_tuesday = automation.deadline(date(2023, 9, 5))
     assert isinstance(labor_day_tuesday, dg.RunRequest) and labor_day_tuesday.partition_key == "2023-09-01"
 
 
-def test_the_deadline_before_the_lenders_first_business_day_runs_nothing(automation: Automation) -> None:
+def test_the_deadline_before_the_lenders_first_business_day_runs_nothing(automation: LendingAutomation) -> None:
     first_morning = automation.deadline(date.fromisoformat(LENDING_START))  # 2022-12-30 is no partition
     assert isinstance(first_morning, dg.SkipReason)
 
@@ -323,24 +252,24 @@ def test_the_deadline_ticks_every_morning_after_a_working_weekday_holidays_inclu
     assert mornings == [HOLIDAY, AFTER, date(2023, 7, 6), date(2023, 7, 7), date(2023, 7, 8)]
 
 
-def test_the_day_after_a_holiday_runs_without_waiting_for_a_holiday_drop(automation: Automation) -> None:
+def test_the_day_after_a_holiday_runs_without_waiting_for_a_holiday_drop(automation: LendingAutomation) -> None:
     simulate(SENSOR_CONFIG, WINDOW[0], BEFORE, automation.landing)
     automation.load_raw(WINDOW[0], BEFORE)
     simulate(SENSOR_CONFIG, AFTER, AFTER, automation.landing)
-    request = _only_request(automation.tick(lending_landing_sensor))
+    request = single_run_request(automation.tick(lending_landing_sensor))
     assert request.partition_key == str(AFTER)  # run, not pending behind a 2023-07-04 drop that never comes
     assert request.run_key == f"pos-lending-v1/business_date={AFTER}/v1"
 
 
-def test_drops_on_both_sides_of_a_holiday_become_one_backfill_without_it(automation: Automation) -> None:
+def test_drops_on_both_sides_of_a_holiday_become_one_backfill_without_it(automation: LendingAutomation) -> None:
     simulate(SENSOR_CONFIG, WINDOW[0], WINDOW[-1], automation.landing)
     automation.load_raw(WINDOW[0], WINDOW[0])  # the day before the new ones is loaded
-    targets = _backfill_targets(_only_request(automation.tick(lending_landing_sensor)))
+    targets = backfill_targets(single_run_request(automation.tick(lending_landing_sensor)))
     assert set(targets) == PIPELINE_KEYS
     assert all(keys == [str(d) for d in WINDOW[1:]] for keys in targets.values())
 
 
-def test_a_drop_delivered_for_a_holiday_is_reported_and_never_run(automation: Automation) -> None:
+def test_a_drop_delivered_for_a_holiday_is_reported_and_never_run(automation: LendingAutomation) -> None:
     simulate(SENSOR_CONFIG, WINDOW[0], BEFORE, automation.landing)
     automation.load_raw(WINDOW[0], BEFORE)
     write_drop(automation.landing, HOLIDAY, 1, HOLIDAY, build_drop(SENSOR_CONFIG, AFTER))  # a producer's mistake
@@ -350,7 +279,7 @@ def test_a_drop_delivered_for_a_holiday_is_reported_and_never_run(automation: Au
     assert f"business_date={HOLIDAY}/v1" in alert and "is not a business day" in alert
 
 
-def test_a_restatement_before_a_holiday_reaches_the_book_after_it(automation: Automation) -> None:
+def test_a_restatement_before_a_holiday_reaches_the_book_after_it(automation: LendingAutomation) -> None:
     simulate(SENSOR_CONFIG, WINDOW[0], WINDOW[-1], automation.landing)
     automation.load_raw(WINDOW[0], WINDOW[-1])
     raw_keys = {k for a in raw_assets for k in a.keys}
@@ -358,7 +287,7 @@ def test_a_restatement_before_a_holiday_reaches_the_book_after_it(automation: Au
     quiet = automation.tick(lending_restatement_sensor)
 
     write_correction(SENSOR_CONFIG, BEFORE, automation.landing)
-    targets = _backfill_targets(_only_request(automation.tick(lending_restatement_sensor, quiet.cursor)))
+    targets = backfill_targets(single_run_request(automation.tick(lending_restatement_sensor, quiet.cursor)))
     assert targets[RAW_TABLES["payments"].asset_key] == [str(BEFORE)]
     assert targets[CORE_LOAN_DAILY_STATUS.asset_key] == [str(d) for d in WINDOW if d >= BEFORE]
 

@@ -6,38 +6,33 @@ import json
 import os
 import time
 from collections.abc import Iterator
-from datetime import date, datetime
+from datetime import date
 from pathlib import Path
-from typing import Any
-from zoneinfo import ZoneInfo
 
 import boto3
 import dagster as dg
 import pyarrow.fs as pafs
 import pytest
-from dagster._core.definitions.sensor_definition import SensorExecutionData
 from dagster._core.execution.backfill import BulkActionStatus, PartitionBackfill
+from lending_automation import (
+    PIPELINE_KEYS,
+    LendingAutomation,
+    backfill_targets,
+    single_run_request,
+)
 
-from assets import lending_assets
 from assets.lending.landing import LandingZone, LandingZoneResource
 from assets.lending.raw import raw_assets
 from assets.lending.schedule import business_days
 from assets.lending.simulator import simulate, write_correction
-from assets.lending.tables import CORE_LOAN_DAILY_STATUS, CORE_LOANS, LENDING_PARTITIONS, RAW_TABLES
+from assets.lending.tables import CORE_LOAN_DAILY_STATUS, CORE_LOANS, RAW_TABLES
 from assets.lending.world import SimulationConfig
-from batch_platform.alerts import LogFileAlerts
-from batch_platform.lake import IcebergLakeResource
 from batch_platform.listing import ListingCursor, LocalObjects, S3Objects
-from batch_platform.pii import PiiTokenizer
-from batch_platform.spark import SparkResource
 from resources import LandingS3Resource
 from sensors.lending import (
     DROP_TAG,
     RESTATEMENT_TAG,
     WatchState,
-    evaluate_daily_deadline,
-    lending_daily_job,
-    lending_daily_schedule,
     lending_landing_sensor,
     lending_restatement_sensor,
     scan_landing,
@@ -46,98 +41,28 @@ from sensors.lending import (
 FIRST = date(2023, 1, 3)  # the lender's first business day (2023-01-02 was a bank holiday)
 DAYS = list(business_days(FIRST, date(2023, 1, 10)))  # 6 business days
 CONFIG = SimulationConfig(seed=5, start=FIRST, scale=0.01)
-DEFS = dg.Definitions(
-    assets=lending_assets,
-    sensors=[lending_landing_sensor, lending_restatement_sensor],
-    schedules=[lending_daily_schedule],
-    jobs=[lending_daily_job],
-    # The sensors never run the assets here; the repository only needs its resource keys bound.
-    resources={
-        "lake": IcebergLakeResource(),
-        "spark": SparkResource(),
-        "landing": LandingZoneResource(),
-        "pii": PiiTokenizer(key="sensor-tests-never-tokenize"),
-        "s3": LandingS3Resource(),
-        "alerts": LogFileAlerts(),
-    },
-)
-REPOSITORY = DEFS.get_repository_def()
-PIPELINE_KEYS = set(REPOSITORY.asset_graph.get_all_asset_keys())
-
-
-class World:
-    def __init__(self, root: Path, instance: dg.DagsterInstance) -> None:
-        self.root = root
-        self.instance = instance
-        self.landing = LandingZone.local(root / "landing")
-        self.lake = IcebergLakeResource(data_dir=str(root / "lake"))
-        self.alerts_file = root / "alerts.jsonl"
-        self.resources = {
-            "landing": LandingZoneResource(uri=str(root / "landing")),
-            "s3": LandingS3Resource(),
-            "alerts": LogFileAlerts(path=str(self.alerts_file)),
-        }
-
-    def alerts(self) -> list[dict[str, Any]]:
-        if not self.alerts_file.exists():
-            return []
-        return [json.loads(line) for line in self.alerts_file.read_text().splitlines()]
-
-    def tick(self, sensor: dg.SensorDefinition, cursor: str | None = None) -> SensorExecutionData:
-        """One tick as the sensor daemon evaluates it, with Dagster's validation of what the sensor returns."""
-        context = dg.build_sensor_context(
-            instance=self.instance, cursor=cursor, repository_def=REPOSITORY, resources=self.resources
-        )
-        return sensor.evaluate_tick(context)
-
-    def load_raw(self, first: date, last: date) -> None:
-        """Run the real raw load over [first, last], as the pipeline would."""
-        result = dg.materialize(
-            raw_assets,
-            instance=self.instance,
-            resources={"lake": self.lake, "landing": self.resources["landing"]},
-            tags={"dagster/asset_partition_range_start": str(first), "dagster/asset_partition_range_end": str(last)},
-        )
-        assert result.success
-
-    def mark_built(self, keys: set[dg.AssetKey], days: list[date]) -> None:
-        """Record downstream partitions as materialized, so the sensors see what exists (no Spark needed here)."""
-        for key in keys:
-            for day in days:
-                self.instance.report_runless_asset_event(dg.AssetMaterialization(key, partition=str(day)))
 
 
 @pytest.fixture
-def world(tmp_path: Path) -> Iterator[World]:
+def world(tmp_path: Path) -> Iterator[LendingAutomation]:
     (tmp_path / "home").mkdir()
     with dg.instance_for_test(temp_dir=str(tmp_path / "home")) as instance:
-        yield World(tmp_path, instance)
-
-
-def _single_run(result: SensorExecutionData) -> dg.RunRequest:
-    assert len(result.run_requests or []) == 1
-    return (result.run_requests or [])[0]
-
-
-def _backfill_targets(request: dg.RunRequest) -> dict[dg.AssetKey, list[str]]:
-    subset = request.asset_graph_subset
-    assert subset is not None, "expected an asset backfill request"
-    return {k: sorted(s.get_partition_keys()) for k, s in subset.partitions_subsets_by_asset_key.items()}
+        yield LendingAutomation(tmp_path, instance)
 
 
 # -- landing ----------------------------------------------------------------------------------------------------
 
 
-def test_a_complete_new_drop_starts_the_days_pipeline_with_the_drop_as_run_key(world: World) -> None:
+def test_a_complete_new_drop_starts_the_days_pipeline_with_the_drop_as_run_key(world: LendingAutomation) -> None:
     simulate(CONFIG, DAYS[0], DAYS[0], world.landing)
-    request = _single_run(world.tick(lending_landing_sensor))
+    request = single_run_request(world.tick(lending_landing_sensor))
     assert request.partition_key == "2023-01-03"
     assert request.run_key == "pos-lending-v1/business_date=2023-01-03/v1"
     assert set(request.asset_selection or []) == PIPELINE_KEYS
     assert request.tags[DROP_TAG] == request.run_key
 
 
-def test_a_tick_that_finds_nothing_new_reads_no_manifest_and_requests_nothing(world: World) -> None:
+def test_a_tick_that_finds_nothing_new_reads_no_manifest_and_requests_nothing(world: LendingAutomation) -> None:
     simulate(CONFIG, DAYS[0], DAYS[0], world.landing)
     first = world.tick(lending_landing_sensor)
     second = world.tick(lending_landing_sensor, first.cursor)
@@ -146,22 +71,22 @@ def test_a_tick_that_finds_nothing_new_reads_no_manifest_and_requests_nothing(wo
     assert "no new complete drop (0 new manifests)" in (second.skip_message or "")
 
 
-def test_several_new_days_become_one_backfill_over_them(world: World) -> None:
+def test_several_new_days_become_one_backfill_over_them(world: LendingAutomation) -> None:
     simulate(CONFIG, DAYS[0], DAYS[2], world.landing)
-    request = _single_run(world.tick(lending_landing_sensor))
-    targets = _backfill_targets(request)
+    request = single_run_request(world.tick(lending_landing_sensor))
+    targets = backfill_targets(request)
     assert set(targets) == PIPELINE_KEYS
     assert all(keys == [str(d) for d in DAYS[:3]] for keys in targets.values())
 
 
-def test_a_drop_whose_day_is_loaded_is_not_run_again(world: World) -> None:
+def test_a_drop_whose_day_is_loaded_is_not_run_again(world: LendingAutomation) -> None:
     simulate(CONFIG, DAYS[0], DAYS[1], world.landing)
     world.load_raw(DAYS[0], DAYS[1])
     result = world.tick(lending_landing_sensor)
     assert not result.run_requests
 
 
-def test_a_day_after_a_missing_drop_waits_for_it_and_runs_when_it_lands(world: World) -> None:
+def test_a_day_after_a_missing_drop_waits_for_it_and_runs_when_it_lands(world: LendingAutomation) -> None:
     simulate(CONFIG, DAYS[0], DAYS[0], world.landing)
     world.load_raw(DAYS[0], DAYS[0])
     simulate(CONFIG, DAYS[2], DAYS[2], world.landing)  # DAYS[1] has not landed
@@ -170,13 +95,13 @@ def test_a_day_after_a_missing_drop_waits_for_it_and_runs_when_it_lands(world: W
     assert WatchState.from_cursor(waiting.cursor).pending[0].business_date == str(DAYS[2])
 
     simulate(CONFIG, DAYS[1], DAYS[1], world.landing)
-    targets = _backfill_targets(_single_run(world.tick(lending_landing_sensor, waiting.cursor)))
+    targets = backfill_targets(single_run_request(world.tick(lending_landing_sensor, waiting.cursor)))
     assert targets[CORE_LOAN_DAILY_STATUS.asset_key] == [str(DAYS[1]), str(DAYS[2])]
 
 
-def test_new_drops_wait_while_a_pipeline_backfill_is_in_flight(world: World) -> None:
+def test_new_drops_wait_while_a_pipeline_backfill_is_in_flight(world: LendingAutomation) -> None:
     simulate(CONFIG, DAYS[0], DAYS[1], world.landing)
-    subset_request = _single_run(world.tick(lending_landing_sensor))
+    subset_request = single_run_request(world.tick(lending_landing_sensor))
     world.instance.add_backfill(
         PartitionBackfill.from_asset_graph_subset(
             backfill_id="inflight",
@@ -197,10 +122,10 @@ def test_new_drops_wait_while_a_pipeline_backfill_is_in_flight(world: World) -> 
     assert backfill is not None
     world.instance.update_backfill(backfill.with_status(BulkActionStatus.COMPLETED_FAILED))
     retried = world.tick(lending_landing_sensor, waiting.cursor)  # nothing was loaded: the pending days run now
-    assert _backfill_targets(_single_run(retried))[RAW_TABLES["loans"].asset_key] == [str(DAYS[0]), str(DAYS[1])]
+    assert backfill_targets(single_run_request(retried))[RAW_TABLES["loans"].asset_key] == [str(DAYS[0]), str(DAYS[1])]
 
 
-def test_a_corrupt_drop_is_reported_not_run(world: World) -> None:
+def test_a_corrupt_drop_is_reported_not_run(world: LendingAutomation) -> None:
     simulate(CONFIG, DAYS[0], DAYS[0], world.landing)
     # A producer's broken delivery: the manifest of v2 names a file that was never uploaded and a wrong size.
     good = json.loads(world.landing.read_bytes("pos-lending-v1/business_date=2023-01-03/v1/_manifest.json"))
@@ -216,7 +141,7 @@ def test_a_corrupt_drop_is_reported_not_run(world: World) -> None:
     )
 
     result = world.tick(lending_landing_sensor)
-    request = _single_run(result)
+    request = single_run_request(result)
     assert request.partition_key == "2023-01-03"  # the good day runs; the corrupt one does not
     [alert] = world.alerts()
     assert alert["title"] == f"Landing drop corrupt, not loaded: {broken_prefix}"
@@ -232,7 +157,7 @@ def test_a_corrupt_drop_is_reported_not_run(world: World) -> None:
     assert "the manifest says" in problems
 
 
-def test_an_incomplete_drop_is_reported_once_and_never_run(world: World) -> None:
+def test_an_incomplete_drop_is_reported_once_and_never_run(world: LendingAutomation) -> None:
     simulate(CONFIG, DAYS[0], DAYS[0], world.landing)
     stuck = world.root / "landing/pos-lending-v1/business_date=2023-01-04/v1"
     stuck.mkdir(parents=True)
@@ -241,7 +166,7 @@ def test_an_incomplete_drop_is_reported_once_and_never_run(world: World) -> None
     os.utime(stuck / "loans.parquet", (three_hours_ago, three_hours_ago))
 
     first = world.tick(lending_landing_sensor)
-    assert _single_run(first).partition_key == "2023-01-03"
+    assert single_run_request(first).partition_key == "2023-01-03"
     assert "pos-lending-v1/business_date=2023-01-04/v1" in WatchState.from_cursor(first.cursor).reported_incomplete
     [alert] = world.alerts()
     assert "no manifest 3.0 h after its last file was written" in alert["error_message"]
@@ -253,7 +178,9 @@ def test_an_incomplete_drop_is_reported_once_and_never_run(world: World) -> None
 # -- restatement ----------------------------------------------------------------------------------------------------
 
 
-def test_a_correction_of_a_loaded_day_launches_one_backfill_over_it_and_everything_downstream(world: World) -> None:
+def test_a_correction_of_a_loaded_day_launches_one_backfill_over_it_and_everything_downstream(
+    world: LendingAutomation,
+) -> None:
     simulate(CONFIG, DAYS[0], DAYS[4], world.landing)
     world.load_raw(DAYS[0], DAYS[4])
     downstream = PIPELINE_KEYS - {k for a in raw_assets for k in a.keys}
@@ -262,8 +189,8 @@ def test_a_correction_of_a_loaded_day_launches_one_backfill_over_it_and_everythi
     assert not quiet.run_requests
 
     write_correction(CONFIG, DAYS[2], world.landing)
-    request = _single_run(world.tick(lending_restatement_sensor, quiet.cursor))
-    targets = _backfill_targets(request)
+    request = single_run_request(world.tick(lending_restatement_sensor, quiet.cursor))
+    targets = backfill_targets(request)
     restated, later = str(DAYS[2]), [str(d) for d in DAYS[2:5]]
     assert targets[RAW_TABLES["payments"].asset_key] == [restated]
     assert targets[CORE_LOANS.asset_key] == [restated]  # a single-day asset: only the restated day
@@ -274,7 +201,7 @@ def test_a_correction_of_a_loaded_day_launches_one_backfill_over_it_and_everythi
     assert request.tags[RESTATEMENT_TAG] == "pos-lending-v1/business_date=2023-01-05/v2"
 
 
-def test_a_new_version_of_a_day_never_loaded_is_left_to_the_landing_sensor(world: World) -> None:
+def test_a_new_version_of_a_day_never_loaded_is_left_to_the_landing_sensor(world: LendingAutomation) -> None:
     simulate(CONFIG, DAYS[0], DAYS[1], world.landing)
     write_correction(CONFIG, DAYS[1], world.landing)
     assert not world.tick(lending_restatement_sensor).run_requests
@@ -284,7 +211,7 @@ def test_a_new_version_of_a_day_never_loaded_is_left_to_the_landing_sensor(world
 
 
 def test_the_landing_sensor_lists_an_s3_prefix_page_by_page(
-    world: World, moto_endpoint: str, monkeypatch: pytest.MonkeyPatch
+    world: LendingAutomation, moto_endpoint: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     for name, value in {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test"}.items():
         monkeypatch.setenv(name, value)
@@ -305,27 +232,20 @@ def test_the_landing_sensor_lists_an_s3_prefix_page_by_page(
         "landing": LandingZoneResource(uri="s3://landing/drops"),
         "s3": LandingS3Resource(endpoint_url=moto_endpoint, region_name="eu-west-1"),
     }
-    request = _single_run(world.tick(lending_landing_sensor))
-    assert _backfill_targets(request)[RAW_TABLES["loans"].asset_key] == [str(DAYS[0]), str(DAYS[1])]
+    request = single_run_request(world.tick(lending_landing_sensor))
+    assert backfill_targets(request)[RAW_TABLES["loans"].asset_key] == [str(DAYS[0]), str(DAYS[1])]
 
 
 # -- the deadline schedule ----------------------------------------------------------------------------------------
 
 
-def _at(day: date, hour: int) -> datetime:
-    return datetime(day.year, day.month, day.day, hour, tzinfo=ZoneInfo(LENDING_PARTITIONS.timezone))
-
-
-def test_the_deadline_runs_the_previous_business_day_unless_it_is_materialized(world: World) -> None:
+def test_the_deadline_runs_the_previous_business_day_unless_it_is_materialized(world: LendingAutomation) -> None:
     saturday = date(2023, 1, 7)
-    context = dg.build_schedule_context(
-        instance=world.instance, scheduled_execution_time=_at(saturday, 6), repository_def=REPOSITORY
-    )
-    request = evaluate_daily_deadline(context)
+    request = world.deadline(saturday)
     assert isinstance(request, dg.RunRequest)
     assert request.partition_key == "2023-01-06"  # Friday, though its partition window is open until Monday
 
     world.mark_built(PIPELINE_KEYS, [date(2023, 1, 6)])
-    skipped = evaluate_daily_deadline(context)
+    skipped = world.deadline(saturday)
     assert isinstance(skipped, dg.SkipReason)
     assert "already materialized" in (skipped.skip_message or "")
