@@ -37,6 +37,7 @@ SPARK_ENGINE = "spark"
 # and the run retry daemon re-executes a crashed run with the retry strategy (from the failed step, not whole).
 MAX_RUNTIME_TAG = "dagster/max_runtime"
 RETRY_STRATEGY_TAG = "dagster/retry_strategy"
+WILL_RETRY_TAG = "dagster/will_retry"
 FROM_FAILURE = "FROM_FAILURE"
 # Runs whose steps name no profile (maintenance, raw loads) are bounded too.
 DEFAULT_MAX_RUNTIME_SECONDS = 4 * 3600
@@ -333,6 +334,13 @@ def run_tags_for(instance: dg.DagsterInstance, run: dg.DagsterRun) -> dict[str, 
     tags = profile_tags(profile) if profile is not None else {}
     tags[MAX_RUNTIME_TAG] = str(profile.max_runtime_seconds if profile is not None else DEFAULT_MAX_RUNTIME_SECONDS)
     tags[RETRY_STRATEGY_TAG] = FROM_FAILURE
+    if instance.run_retries_enabled:
+        # Dagster 1.13.27 sets dagster/will_retry only after it has marked a run failed. A backfill tick that looks
+        # in between sees a failed run, no retry pending and nothing in flight, judges the backfill stalled and ends
+        # it (asset_backfill._backfill_is_stalled), and the retry daemon then refuses to retry a run of an ended
+        # backfill. Set ahead, the tag closes that gap; at failure Dagster overwrites it with its own decision
+        # (false for a step failure, or once the retries are used up).
+        tags[WILL_RETRY_TAG] = "true"
     if any(step.get(ENGINE_TAG) == SPARK_ENGINE for step in _selected_step_tags(instance, run)):
         tags[ENGINE_TAG] = SPARK_ENGINE
     return {k: v for k, v in tags.items() if k not in run.tags}

@@ -142,9 +142,27 @@ def wait_for(predicate_description: str, timeout: float, check: object) -> None:
         time.sleep(0.5)
 
 
-def kill_at(stack: DagsterStack, pause_dir: Path, where: KillPoint) -> Kill:
+def backfill_state(stack: DagsterStack, backfill_id: str) -> str:
+    """What the daemon made of the backfill, for a timeout's message: its status, its runs, the daemon's warnings."""
+    instance = stack.instance()
+    backfill = instance.get_backfill(backfill_id)
+    lines = [f"backfill {backfill_id}: {backfill.status if backfill else 'missing'}"]
+    for run in instance.get_runs(filters=dg.RunsFilter(tags={BACKFILL_ID_TAG: backfill_id})):
+        lines.append(
+            f"  run {run.run_id} {run.status.value} parent={run.parent_run_id} "
+            f"will_retry={run.tags.get('dagster/will_retry')} retry={run.tags.get('dagster/auto_retry_run_id')}"
+        )
+    log = stack.logs_dir / "daemon.log"
+    warnings = [line for line in log.read_text(errors="replace").splitlines() if "WARNING" in line or "ERROR" in line]
+    return "\n".join([*lines, "daemon warnings and errors (last 15):", *warnings[-15:]])
+
+
+def kill_at(stack: DagsterStack, pause_dir: Path, where: KillPoint, backfill_id: str) -> Kill:
     pid_file = pause_dir / f"{where.point}@{where.target}.pid"
-    wait_for(f"no run reached {where.point}@{where.target}", PAUSE_TIMEOUT_S, pid_file.exists)
+    try:
+        wait_for(f"no run reached {where.point}@{where.target}", PAUSE_TIMEOUT_S, pid_file.exists)
+    except TimeoutError as timeout:
+        raise TimeoutError(f"{timeout}\n{backfill_state(stack, backfill_id)}") from None
     instance = stack.instance()
     run, step_key = running_step(instance, where.table.asset_key)
     holders = [s.run_id for s in instance.event_log_storage.get_concurrency_info(where.table.pool).claimed_slots]
@@ -178,7 +196,7 @@ def recovery(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Recovery]:
             [SELECTION, "--from", FIRST_DAY.isoformat(), "--to", LAST_DAY.isoformat(), "--no-wait"],
         )
         assert cli.exit_code == 0 and cli.backfill_id, cli.output
-        kills = [kill_at(stack, pause_dir, where) for where in KILL_POINTS]
+        kills = [kill_at(stack, pause_dir, where, cli.backfill_id) for where in KILL_POINTS]
         backfill = stack.wait_backfill(cli.backfill_id, BACKFILL_TIMEOUT_S)
         assert backfill.status == BulkActionStatus.COMPLETED_SUCCESS, stack.log_tails()
         yield Recovery(stack, landing, cli.backfill_id, kills)
