@@ -7,7 +7,7 @@ branch stays for an operator to inspect (its name is in the check's metadata).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,12 +53,17 @@ def _plain(value: Any) -> Any:
 
 @dataclass(frozen=True)
 class Audit:
-    """A named rule over the rows a write put on the audit branch."""
+    """A named rule over the rows a write put on the audit branch.
+
+    ``reads`` names declared inputs of the dataset the rule also needs (an orphan check reads its parent table);
+    ``evaluate`` receives them as keyword arguments after the written rows.
+    """
 
     name: str
     description: str
-    evaluate: Callable[[DataFrame], AuditOutcome]
+    evaluate: Callable[..., AuditOutcome]
     blocking: bool = True
+    reads: tuple[str, ...] = ()
 
 
 def unique(*columns: str, blocking: bool = True) -> Audit:
@@ -88,6 +93,28 @@ def rows_satisfy(name: str, description: str, condition: Callable[[], Column], *
     return Audit(name, description, evaluate, blocking)
 
 
+def references(
+    column: str, parent: str, parent_column: str | None = None, *, name: str | None = None, blocking: bool = True
+) -> Audit:
+    """Every row's ``column`` value exists in the declared input ``parent``: no orphan reaches main."""
+    key = parent_column or column
+
+    def evaluate(df: DataFrame, **inputs: DataFrame) -> AuditOutcome:
+        # Probe the parent with the step's few distinct ids (broadcast) instead of shuffling a whole history into
+        # a join: the parent is scanned once, never moved.
+        wanted = F.broadcast(df.select(column).distinct())
+        known = inputs[parent].select(F.col(key).alias(column)).join(wanted, column, "left_semi").distinct()
+        return AuditOutcome.from_failures(df.join(known, column, "left_anti").select(column))
+
+    return Audit(
+        name or f"references_a_{parent.removesuffix('s')}",
+        f"every row's {column} is a {key} of {parent}",
+        evaluate,
+        blocking,
+        reads=(parent,),
+    )
+
+
 def audit_check_specs(table: LakeTable, audits: Sequence[Audit]) -> list[dg.AssetCheckSpec]:
     """The asset check specs to pass as ``check_specs`` to the asset that writes ``table``."""
     return [
@@ -103,10 +130,14 @@ def write_audit_publish(
     table: LakeTable,
     df: DataFrame,
     audits: Sequence[Audit],
+    *,
+    inputs: Mapping[str, DataFrame] | None = None,
+    asset_key: dg.AssetKey | None = None,
 ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
-    """Write ``df`` to an audit branch, run the audits on it, and publish to main if every blocking one passes."""
+    """Write ``df`` to an audit branch, run the audits on it (with the declared inputs they read), and publish to
+    main if every blocking one passes. ``asset_key`` names the asset in a multi-asset step."""
     keys = keys_of(context) or None
-    lineage = Lineage.from_context(context)
+    lineage = Lineage.from_context(context, asset_key)
     branch = lake.create_audit_branch(table, lineage)
     written = lake.write_spark(spark.session, table, df, partition_keys=keys, lineage=lineage, branch=branch)
     pause_point("audit", table.identifier)  # test-only: inert unless a test arms it
@@ -114,7 +145,7 @@ def write_audit_publish(
     blocking_failures = []
     try:
         for audit in audits:
-            outcome = audit.evaluate(on_branch)
+            outcome = audit.evaluate(on_branch, **{name: (inputs or {})[name] for name in audit.reads})
             if not outcome.passed and audit.blocking:
                 blocking_failures.append(f"{audit.name} ({outcome.failing_rows} rows)")
             yield dg.AssetCheckResult(
@@ -140,4 +171,5 @@ def write_audit_publish(
             metadata={"audit_branch": branch, "branch_snapshot_id": written.snapshot_id},
         )
     published = lake.publish(table, branch, partition_keys=keys, lineage=lineage)
-    yield published.materialize_result(**{"iceberg/audit_branch": branch, "iceberg/audited_rows": written.rows})
+    result = published.materialize_result(**{"iceberg/audit_branch": branch, "iceberg/audited_rows": written.rows})
+    yield dg.MaterializeResult(asset_key=asset_key, metadata=result.metadata)

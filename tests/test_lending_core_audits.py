@@ -6,7 +6,7 @@ from datetime import date
 
 from pyspark.sql import SparkSession
 
-from assets.lending.core import references
+from assets.lending.core import PAYMENTS, REFERENCES_A_LOAN
 
 
 def test_a_payment_of_an_unknown_loan_fails_the_reference_audit_naming_the_loan(spark: SparkSession) -> None:
@@ -15,8 +15,10 @@ def test_a_payment_of_an_unknown_loan_fails_the_reference_audit_naming_the_loan(
     payments = spark.createDataFrame(
         [(10, 1, day), (11, 2, day), (12, 99, day), (13, 99, day)], "payment_id long, loan_id long, business_date date"
     )
-    audit = references("references_a_loan", "loan_id", lambda: loans, "loan_id", "every row references a loan")
-    outcome = audit.evaluate(payments)
+    (audit,) = [a for a in PAYMENTS.audits if a.name == REFERENCES_A_LOAN]
+    # The audit reads the declared input "loans" (every loan up to the day), nothing else.
+    assert audit.reads == ("loans",)
+    outcome = audit.evaluate(payments, loans=loans)
     assert outcome.failing_rows == 2
     assert {row["loan_id"] for row in outcome.sample} == {99}
-    assert audit.evaluate(payments.where("loan_id < 99")).passed
+    assert audit.evaluate(payments.where("loan_id < 99"), loans=loans).passed

@@ -4,12 +4,13 @@ Every core table is written through write-audit-publish: the partition lands on 
 there, and main only sees it once every blocking audit passes.
 """
 
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import date, timedelta
+from typing import Any
 
 import dagster as dg
-from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from assets.lending.schedule import previous_business_day
@@ -26,25 +27,14 @@ from assets.lending.tables import (
     CORE_REFUNDS,
     CORE_REPAYMENT_SCHEDULE,
     LENDING_PARTITIONS,
-    LENDING_START,
     PARTITION,
     RAW_TABLES,
 )
-from batch_platform.assets import lake_asset
-from batch_platform.audit import (
-    Audit,
-    AuditOutcome,
-    audit_check_specs,
-    not_null,
-    rows_satisfy,
-    unique,
-    write_audit_publish,
-)
-from batch_platform.lake import IcebergLakeResource, LakeTable
-from batch_platform.lake.spark_io import spark_schema
-from batch_platform.partitions import partition_keys
+from batch_platform.audit import Audit, AuditOutcome, not_null, references, rows_satisfy, unique
+from batch_platform.datasets import LakeDataset, Step, lake_dataset_asset
+from batch_platform.inputs import LakeInput, previous, up_to_this_partition
+from batch_platform.lake import LakeTable
 from batch_platform.pii import PiiTokenizer
-from batch_platform.spark import SparkResource
 
 MONEY = "decimal(18,2)"
 # A multi-partition backfill run processes up to a month of business days in one Spark job and one commit.
@@ -56,95 +46,66 @@ def cents_to_money(column: str) -> Column:
     return (F.col(column).cast("decimal(18,0)") / F.lit(100)).cast(MONEY)
 
 
-def project(table: LakeTable, df: DataFrame) -> DataFrame:
-    """Keep the table's declared columns: raw-only columns (cents, drop_version) are left behind on purpose."""
-    return df.select(*table.schema.names)
-
-
-def history(keys: Sequence[str]) -> dg.PartitionKeyRange:
-    """Every partition from the lender's first day up to the last key of this step."""
-    return dg.PartitionKeyRange(LENDING_START, max(keys))
-
-
 REFERENCES_A_LOAN = "references_a_loan"
 
 
-def references(name: str, column: str, parent: Callable[[], DataFrame], parent_column: str, description: str) -> Audit:
-    """Every row's ``column`` value exists in ``parent``: an orphan payment or refund must not reach main."""
-
-    def evaluate(df: DataFrame) -> AuditOutcome:
-        # Probe the parent's history with the step's few distinct ids (broadcast) instead of shuffling the whole
-        # history into a join: the history only has to be scanned once, never moved.
-        wanted = F.broadcast(df.select(column).distinct())
-        known = parent().select(F.col(parent_column).alias(column)).join(wanted, column, "left_semi").distinct()
-        orphans = df.join(known, column, "left_anti")
-        return AuditOutcome.from_failures(orphans.select(column, PARTITION))
-
-    return Audit(name, description, evaluate)
+# -- raw -> core tables, one raw dataset each -----------------------------------------------------------------
 
 
-# -- simple raw -> core tables ----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class CoreTable:
-    """A core table computed from one raw dataset of the same partitions."""
-
-    table: LakeTable
-    raw_dataset: str
-    transform: Callable[[DataFrame], DataFrame]
-    audits: Sequence[Audit]
-    extra_deps: Sequence[dg.AssetKey] = field(default_factory=tuple)
-
-
-def build_core_asset(spec: CoreTable) -> dg.AssetsDefinition:
-    raw = RAW_TABLES[spec.raw_dataset]
-
-    @lake_asset(
-        spec.table,
+def core_dataset(
+    table: LakeTable,
+    transform: Callable[..., DataFrame],
+    inputs: Sequence[LakeInput],
+    audits: Sequence[Audit],
+    **declaration: Any,
+) -> LakeDataset:
+    """A core table of the lending calendar, written through write-audit-publish, a month of days per backfill run."""
+    return LakeDataset(
+        table,
+        transform,
+        inputs=inputs,
+        audits=audits,
         partitions_def=LENDING_PARTITIONS,
-        deps=[raw.asset_key, *spec.extra_deps],
-        kinds=("spark", "iceberg"),
         backfill_policy=CORE_BACKFILL,
-        check_specs=audit_check_specs(spec.table, spec.audits),
+        **declaration,
     )
-    def _core_asset(
-        context: dg.AssetExecutionContext, lake: IcebergLakeResource, spark: SparkResource
-    ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
-        session = spark.session_for(context)
-        rows = lake.read_spark(session, raw, partition_keys(context))
-        yield from write_audit_publish(
-            context, lake, spark, spec.table, project(spec.table, spec.transform(rows)), spec.audits
-        )
-
-    return _core_asset
 
 
-def _merchants(rows: DataFrame) -> DataFrame:
+def raw(dataset: str) -> LakeInput:
+    """The day's raw rows of a landing dataset, as input ``rows``."""
+    return LakeInput(RAW_TABLES[dataset], name="rows")
+
+
+def loans_to_date() -> LakeInput:
+    """Every loan originated up to the day: what an event's loan reference may point to."""
+    return LakeInput(CORE_LOANS, up_to_this_partition(), name="loans")
+
+
+def merchants_frame(rows: DataFrame) -> DataFrame:
     return rows
 
 
-def _applications(rows: DataFrame) -> DataFrame:
+def applications_frame(rows: DataFrame) -> DataFrame:
     return rows.withColumn("requested_amount", cents_to_money("requested_amount_cents"))
 
 
-def _repayment_schedule(rows: DataFrame) -> DataFrame:
+def repayment_schedule_frame(rows: DataFrame) -> DataFrame:
     for name in ("installment", "principal", "interest", "balance_after"):
         rows = rows.withColumn(name, cents_to_money(f"{name}_cents"))
     return rows
 
 
-def _payments(rows: DataFrame) -> DataFrame:
+def payments_frame(rows: DataFrame) -> DataFrame:
     for name in ("amount", "principal", "interest"):
         rows = rows.withColumn(name, cents_to_money(f"{name}_cents"))
     return rows
 
 
-def _amount(rows: DataFrame) -> DataFrame:
+def amount_frame(rows: DataFrame) -> DataFrame:
     return rows.withColumn("amount", cents_to_money("amount_cents"))
 
 
-def _charge_offs(rows: DataFrame) -> DataFrame:
+def charge_offs_frame(rows: DataFrame) -> DataFrame:
     return rows.withColumn("principal", cents_to_money("principal_cents")).withColumn(
         "interest", cents_to_money("interest_cents")
     )
@@ -161,63 +122,49 @@ def _schedule_amortizes() -> Audit:
     return Audit("schedule_amortizes", "each schedule's last installment leaves a zero balance", evaluate)
 
 
-SIMPLE_CORE_TABLES: list[CoreTable] = [
-    CoreTable(CORE_MERCHANTS, "merchants", _merchants, [unique("merchant_id"), not_null("category", "region")]),
-    CoreTable(
-        CORE_APPLICATIONS,
-        "applications",
-        _applications,
-        [
-            unique("application_id"),
-            rows_satisfy(
-                "requested_amount_positive", "requested amounts are positive", lambda: F.col("requested_amount") > 0
-            ),
-            rows_satisfy(
-                "offered_apr_in_bounds",
-                "offered APR is within 0-36% when offered",
-                lambda: F.col("offered_apr_bps").isNull() | F.col("offered_apr_bps").between(0, 3600),
-            ),
-        ],
-    ),
-    CoreTable(
-        CORE_REPAYMENT_SCHEDULE,
-        "repayment_schedule",
-        _repayment_schedule,
-        [
-            unique("loan_id", "schedule_version", "installment_number"),
-            rows_satisfy(
-                "installment_splits_into_principal_and_interest",
-                "installment = principal + interest, all non-negative",
-                lambda: (
-                    (F.col("installment") == F.col("principal") + F.col("interest"))
-                    & (F.col("principal") >= 0)
-                    & (F.col("interest") >= 0)
-                ),
-            ),
-            _schedule_amortizes(),
-        ],
-    ),
-]
-
-
-# -- assets that need more than one input -----------------------------------------------------------------------
-
-
-@lake_asset(
-    CORE_CUSTOMERS,
-    partitions_def=LENDING_PARTITIONS,
-    deps=[RAW_TABLES["customers"].asset_key],
-    kinds=("spark", "iceberg"),
-    backfill_policy=CORE_BACKFILL,
-    check_specs=audit_check_specs(CORE_CUSTOMERS, [unique("customer_id")]),
+MERCHANTS = core_dataset(
+    CORE_MERCHANTS, merchants_frame, [raw("merchants")], [unique("merchant_id"), not_null("category", "region")]
 )
-def core_customers(
-    context: dg.AssetExecutionContext, lake: IcebergLakeResource, spark: SparkResource, pii: PiiTokenizer
-) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
+APPLICATIONS = core_dataset(
+    CORE_APPLICATIONS,
+    applications_frame,
+    [raw("applications")],
+    [
+        unique("application_id"),
+        rows_satisfy(
+            "requested_amount_positive", "requested amounts are positive", lambda: F.col("requested_amount") > 0
+        ),
+        rows_satisfy(
+            "offered_apr_in_bounds",
+            "offered APR is within 0-36% when offered",
+            lambda: F.col("offered_apr_bps").isNull() | F.col("offered_apr_bps").between(0, 3600),
+        ),
+    ],
+)
+REPAYMENT_SCHEDULE = core_dataset(
+    CORE_REPAYMENT_SCHEDULE,
+    repayment_schedule_frame,
+    [raw("repayment_schedule")],
+    [
+        unique("loan_id", "schedule_version", "installment_number"),
+        rows_satisfy(
+            "installment_splits_into_principal_and_interest",
+            "installment = principal + interest, all non-negative",
+            lambda: (
+                (F.col("installment") == F.col("principal") + F.col("interest"))
+                & (F.col("principal") >= 0)
+                & (F.col("interest") >= 0)
+            ),
+        ),
+        _schedule_amortizes(),
+    ],
+)
+
+
+def customers_frame(rows: DataFrame, step: Step) -> DataFrame:
     """Customers with every identifying field replaced by a keyed HMAC token; raw.customers keeps the clear PII."""
-    session = spark.session_for(context)
-    raw = lake.read_spark(session, RAW_TABLES["customers"], partition_keys(context))
-    tokenized = raw.select(
+    pii: PiiTokenizer = step.resources.pii
+    return rows.select(
         PARTITION,
         "customer_id",
         "created_date",
@@ -230,7 +177,36 @@ def core_customers(
         "state",
         F.substring("postal_code", 1, 3).alias("postal_prefix"),
     )
-    yield from write_audit_publish(context, lake, spark, CORE_CUSTOMERS, tokenized, [unique("customer_id")])
+
+
+CUSTOMERS = core_dataset(
+    CORE_CUSTOMERS, customers_frame, [raw("customers")], [unique("customer_id")], resources=["pii"]
+)
+
+
+def loans_frame(rows: DataFrame, merchants: DataFrame) -> DataFrame:
+    """Originated loans in money, with their vintage month and their merchant's category as of the loan's day.
+
+    ``merchants`` is core/merchants up to the step's last day, one row per merchant and drop day (audited unique):
+    a loan takes the latest version announced on or before its own day, whatever was announced after, so the result
+    is the same whichever days a run covers. A merchant announced only later leaves the category empty.
+    """
+    versions = merchants.select(
+        F.col("merchant_id").alias("_merchant_id"),
+        F.col(PARTITION).alias("_announced"),
+        F.col("category").alias("merchant_category"),
+    )
+    known_by_then = (F.col("merchant_id") == F.col("_merchant_id")) & (F.col("_announced") <= F.col(PARTITION))
+    latest_first = Window.partitionBy("loan_id").orderBy(F.col("_announced").desc_nulls_last())
+    return (
+        rows.join(versions, known_by_then, "left")
+        .withColumn("_version", F.row_number().over(latest_first))
+        .where(F.col("_version") == 1)
+        .withColumn("vintage_month", F.trunc("origination_date", "month"))
+        .withColumn("principal", cents_to_money("principal_cents"))
+        .withColumn("installment", cents_to_money("installment_cents"))
+        .withColumn("total_interest", cents_to_money("total_interest_cents"))
+    )
 
 
 LOAN_AUDITS: list[Audit] = [
@@ -240,81 +216,35 @@ LOAN_AUDITS: list[Audit] = [
     rows_satisfy("term_is_offered", "term is 3, 6, 12 or 24 months", lambda: F.col("term_months").isin(3, 6, 12, 24)),
 ]
 
-
-@lake_asset(
+LOANS = core_dataset(
     CORE_LOANS,
-    partitions_def=LENDING_PARTITIONS,
-    deps=[RAW_TABLES["loans"].asset_key, CORE_MERCHANTS.asset_key],
-    kinds=("spark", "iceberg"),
-    backfill_policy=CORE_BACKFILL,
-    check_specs=audit_check_specs(CORE_LOANS, LOAN_AUDITS),
+    loans_frame,
+    # The merchant dimension is versioned by drop day: a loan takes its merchant as of its own day.
+    [raw("loans"), LakeInput(CORE_MERCHANTS, up_to_this_partition(), name="merchants")],
+    LOAN_AUDITS,
 )
-def core_loans(
-    context: dg.AssetExecutionContext, lake: IcebergLakeResource, spark: SparkResource
-) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
-    """Originated loans in money, with their vintage month and merchant category for reporting."""
-    session = spark.session_for(context)
-    keys = partition_keys(context)
-    raw = lake.read_spark(session, RAW_TABLES["loans"], keys)
-    merchants = lake.read_spark(session, CORE_MERCHANTS, history(keys)).select(
-        "merchant_id", F.col("category").alias("merchant_category")
-    )
-    loans = (
-        raw.join(F.broadcast(merchants.dropDuplicates(["merchant_id"])), "merchant_id", "left")
-        .withColumn("vintage_month", F.trunc("origination_date", "month"))
-        .withColumn("principal", cents_to_money("principal_cents"))
-        .withColumn("installment", cents_to_money("installment_cents"))
-        .withColumn("total_interest", cents_to_money("total_interest_cents"))
-    )
-    yield from write_audit_publish(context, lake, spark, CORE_LOANS, project(CORE_LOANS, loans), LOAN_AUDITS)
 
 
-def _loan_event_asset(
+def loan_event_dataset(
     table: LakeTable,
     raw_dataset: str,
     transform: Callable[[DataFrame], DataFrame],
     key: Sequence[str],
     amount_rule: tuple[str, str, Callable[[], Column]],
-) -> dg.AssetsDefinition:
-    """A core table of loan events: unique key, an amount rule, and every row references a known loan."""
-    static_audits = [unique(*key), rows_satisfy(*amount_rule)]
-
-    @lake_asset(
-        table,
-        partitions_def=LENDING_PARTITIONS,
-        deps=[RAW_TABLES[raw_dataset].asset_key, CORE_LOANS.asset_key],
-        kinds=("spark", "iceberg"),
-        backfill_policy=CORE_BACKFILL,
-        # The loan reference audit reads core.loans, so it is built when the step runs; its check is declared here.
-        check_specs=[
-            *audit_check_specs(table, static_audits),
-            dg.AssetCheckSpec(
-                REFERENCES_A_LOAN, asset=table.asset_key, description="every row references a known loan"
-            ),
-        ],
-    )
-    def _asset(
-        context: dg.AssetExecutionContext, lake: IcebergLakeResource, spark: SparkResource
-    ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
-        session = spark.session_for(context)
-        keys = partition_keys(context)
-        rows = transform(lake.read_spark(session, RAW_TABLES[raw_dataset], keys))
-        loans = references(
-            REFERENCES_A_LOAN,
-            "loan_id",
-            lambda: lake.read_spark(session, CORE_LOANS, history(keys)),
-            "loan_id",
-            "every row references a known loan",
-        )
-        yield from write_audit_publish(context, lake, spark, table, project(table, rows), [*static_audits, loans])
-
-    return _asset
+) -> LakeDataset:
+    """A core table of loan events: unique key, an amount rule, and every row references a loan known by its day."""
+    audits = [
+        unique(*key),
+        rows_satisfy(*amount_rule),
+        references("loan_id", "loans", name=REFERENCES_A_LOAN),
+    ]
+    return core_dataset(table, transform, [raw(raw_dataset), loans_to_date()], audits)
 
 
-core_payments = _loan_event_asset(
+PAYMENTS = loan_event_dataset(
     CORE_PAYMENTS,
     "payments",
-    _payments,
+    payments_frame,
     ["payment_id"],
     (
         "amount_splits_into_principal_and_interest",
@@ -326,24 +256,24 @@ core_payments = _loan_event_asset(
         ),
     ),
 )
-core_refunds = _loan_event_asset(
+REFUNDS = loan_event_dataset(
     CORE_REFUNDS,
     "refunds",
-    _amount,
+    amount_frame,
     ["refund_id"],
     ("amount_positive", "refunds are positive", lambda: F.col("amount") > 0),
 )
-core_charge_offs = _loan_event_asset(
+CHARGE_OFFS = loan_event_dataset(
     CORE_CHARGE_OFFS,
     "charge_offs",
-    _charge_offs,
+    charge_offs_frame,
     ["loan_id"],
     ("charged_off_at_120_dpd", "charge-off at 120+ days past due", lambda: F.col("days_past_due") >= 120),
 )
-core_recoveries = _loan_event_asset(
+RECOVERIES = loan_event_dataset(
     CORE_RECOVERIES,
     "recoveries",
-    _amount,
+    amount_frame,
     ["recovery_id"],
     ("amount_positive", "recoveries are positive", lambda: F.col("amount") > 0),
 )
@@ -546,76 +476,54 @@ def loan_book_inputs() -> dg.MaterializeResult:
     return dg.MaterializeResult()
 
 
-@lake_asset(
-    CORE_LOAN_DAILY_STATUS,
-    partitions_def=LENDING_PARTITIONS,
-    deps=[
-        # First in sorted key order, on purpose: see LOAN_BOOK_INPUTS.
-        LOAN_BOOK_INPUTS,
-        CORE_LOANS.asset_key,
-        CORE_PAYMENTS.asset_key,
-        CORE_REFUNDS.asset_key,
-        CORE_CHARGE_OFFS.asset_key,
-        CORE_REPAYMENT_SCHEDULE.asset_key,
-        # Day-chained: balances carry from the previous business day's partition.
-        dg.AssetDep(
-            CORE_LOAN_DAILY_STATUS.asset_key,
-            partition_mapping=dg.TimeWindowPartitionMapping(start_offset=-1, end_offset=-1),
-        ),
-    ],
-    kinds=("spark", "iceberg"),
-    backfill_policy=CORE_BACKFILL,
-    check_specs=audit_check_specs(CORE_LOAN_DAILY_STATUS, STATUS_AUDITS),
-    compute="medium",
-)
-def loan_daily_status(
-    context: dg.AssetExecutionContext, lake: IcebergLakeResource, spark: SparkResource
-) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
-    """Per loan per business day: balances, days past due, DPD bucket and status; days processed in order."""
-    session = spark.session_for(context)
-    keys = sorted(partition_keys(context))
-    first_day = date.fromisoformat(keys[0])
-    previous = _previous_book(lake, session, first_day)
+def loan_daily_status_frame(
+    step: Step,
+    new_loans: DataFrame,
+    payments: DataFrame,
+    refunds: DataFrame,
+    charge_offs: DataFrame,
+    schedule: DataFrame,
+    previous_book: DataFrame,
+) -> DataFrame:
+    """Per loan per business day: balances, days past due, DPD bucket and status; the step's days in order, each
+    from the one before (``previous_book`` is the book of the business day before the step's first)."""
     inputs = _BookInputs(
-        new_loans=lake.read_spark(session, CORE_LOANS, keys),
-        payments=lake.read_spark(session, CORE_PAYMENTS, history(keys)).where(~F.col("reversed")).cache(),
-        refunds=lake.read_spark(session, CORE_REFUNDS, keys),
-        charge_offs=lake.read_spark(session, CORE_CHARGE_OFFS, keys),
-        schedule=lake.read_spark(session, CORE_REPAYMENT_SCHEDULE, history(keys)).cache(),
+        new_loans=new_loans,
+        payments=payments.where(~F.col("reversed")).cache(),
+        refunds=refunds,
+        charge_offs=charge_offs,
+        schedule=schedule.cache(),
     )
-    days = []
-    for key in keys:
-        # Each day starts from the one before; checkpointing keeps a month-long run's plan from growing daily.
+    previous, days = previous_book, []
+    for key in sorted(step.partition_keys):
+        # Each day starts from the one before; checkpointing keeps a month-long run's plan from growing daily (and
+        # computes the day now, so the cached inputs can go once the loop is done).
         previous = _status_for_day(previous, inputs, date.fromisoformat(key)).localCheckpoint()
         days.append(previous)
+    inputs.payments.unpersist()
+    inputs.schedule.unpersist()
     book = days[0]
     for day in days[1:]:
         book = book.unionByName(day)
-    yield from write_audit_publish(context, lake, spark, CORE_LOAN_DAILY_STATUS, book, STATUS_AUDITS)
-    inputs.payments.unpersist()
-    inputs.schedule.unpersist()
+    return book
 
 
-def _previous_book(lake: IcebergLakeResource, session: SparkSession, first_day: date) -> DataFrame:
-    """The book of the business day before ``first_day``; empty before the lender's first day, else required."""
-    previous_day = previous_business_day(first_day)
-    empty = session.createDataFrame([], spark_schema(CORE_LOAN_DAILY_STATUS.schema))
-    if previous_day < date.fromisoformat(LENDING_START):
-        return empty
-    lake.table(CORE_LOAN_DAILY_STATUS)  # created on first use, so an empty first partition reads as empty
-    previous = lake.read_spark(session, CORE_LOAN_DAILY_STATUS, [previous_day.isoformat()])
-    if previous.limit(1).count() == 0:
-        loans_before = lake.read_spark(
-            session, CORE_LOANS, dg.PartitionKeyRange(LENDING_START, previous_day.isoformat())
-        ).limit(1)
-        if loans_before.count():
-            raise dg.Failure(
-                description=(
-                    f"core/loan_daily_status for {previous_day} is missing: balances carry from the previous business "
-                    "day, so materialize the days in order (a backfill does this)."
-                )
-            )
-    return previous
+LOAN_DAILY_STATUS = core_dataset(
+    CORE_LOAN_DAILY_STATUS,
+    loan_daily_status_frame,
+    [
+        LakeInput(CORE_LOANS, name="new_loans"),
+        LakeInput(CORE_PAYMENTS, up_to_this_partition(), name="payments"),
+        LakeInput(CORE_REFUNDS, name="refunds"),
+        LakeInput(CORE_CHARGE_OFFS, name="charge_offs"),
+        LakeInput(CORE_REPAYMENT_SCHEDULE, up_to_this_partition(), name="schedule"),
+        # Day-chained: balances carry from the previous business day's book, which must exist.
+        LakeInput(CORE_LOAN_DAILY_STATUS, previous(1), name="previous_book", required=True),
+    ],
+    STATUS_AUDITS,
+    ordering_deps=[dg.AssetDep(LOAN_BOOK_INPUTS)],  # see LOAN_BOOK_INPUTS
+    compute="medium",
+)
 
 
 # -- the general ledger -----------------------------------------------------------------------------------------
@@ -674,35 +582,20 @@ def _day_balances() -> Audit:
 LEDGER_AUDITS: list[Audit] = [_entries_balance(), _day_balances()]
 
 
-@lake_asset(
-    CORE_LEDGER_ENTRIES,
-    partitions_def=LENDING_PARTITIONS,
-    deps=[
-        CORE_LOANS.asset_key,
-        CORE_PAYMENTS.asset_key,
-        CORE_REFUNDS.asset_key,
-        CORE_CHARGE_OFFS.asset_key,
-        CORE_RECOVERIES.asset_key,
-        CORE_REPAYMENT_SCHEDULE.asset_key,
-        CORE_LOAN_DAILY_STATUS.asset_key,
-    ],
-    kinds=("spark", "iceberg"),
-    backfill_policy=CORE_BACKFILL,
-    check_specs=audit_check_specs(CORE_LEDGER_ENTRIES, LEDGER_AUDITS),
-)
-def ledger_entries(
-    context: dg.AssetExecutionContext, lake: IcebergLakeResource, spark: SparkResource
-) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
+def ledger_entries_frame(
+    step: Step,
+    loans: DataFrame,
+    payments: DataFrame,
+    refunds: DataFrame,
+    charge_offs: DataFrame,
+    recoveries: DataFrame,
+    schedule: DataFrame,
+    book: DataFrame,
+) -> DataFrame:
     """The double-entry journal of the day's drop: originations, interest accrual, payments, refunds, charge-offs
     and recoveries. Reversed payments post nothing."""
-    session = spark.session_for(context)
-    keys = partition_keys(context)
-    loans = lake.read_spark(session, CORE_LOANS, keys)
-    payments = lake.read_spark(session, CORE_PAYMENTS, keys).where(~F.col("reversed"))
-    refunds = lake.read_spark(session, CORE_REFUNDS, keys)
-    charge_offs = lake.read_spark(session, CORE_CHARGE_OFFS, keys)
-    recoveries = lake.read_spark(session, CORE_RECOVERIES, keys)
-    accruals = _interest_accruals(lake, session, keys)
+    payments = payments.where(~F.col("reversed"))
+    accruals = interest_accruals(step.session, step.partition_keys, schedule, book)
     journal = [
         _posting(
             loans,
@@ -760,19 +653,33 @@ def ledger_entries(
     entries = journal[0]
     for part in journal[1:]:
         entries = entries.unionByName(part)
-    yield from write_audit_publish(context, lake, spark, CORE_LEDGER_ENTRIES, entries, LEDGER_AUDITS)
+    return entries
 
 
-def _interest_accruals(lake: IcebergLakeResource, session: SparkSession, keys: Sequence[str]) -> DataFrame:
-    """Scheduled interest falling due within each drop's window, for loans open on that business day."""
+LEDGER_ENTRIES = core_dataset(
+    CORE_LEDGER_ENTRIES,
+    ledger_entries_frame,
+    [
+        LakeInput(CORE_LOANS, name="loans"),
+        LakeInput(CORE_PAYMENTS, name="payments"),
+        LakeInput(CORE_REFUNDS, name="refunds"),
+        LakeInput(CORE_CHARGE_OFFS, name="charge_offs"),
+        LakeInput(CORE_RECOVERIES, name="recoveries"),
+        LakeInput(CORE_REPAYMENT_SCHEDULE, up_to_this_partition(), name="schedule"),
+        LakeInput(CORE_LOAN_DAILY_STATUS, name="book"),
+    ],
+    LEDGER_AUDITS,
+)
+
+
+def interest_accruals(session: SparkSession, keys: Sequence[str], schedule: DataFrame, book: DataFrame) -> DataFrame:
+    """Scheduled interest falling due within each drop's window, for loans open on that business day (``book``)."""
     windows = session.createDataFrame(
         [(date.fromisoformat(k), previous_business_day(date.fromisoformat(k)) + timedelta(days=1)) for k in keys],
         f"{PARTITION} date, window_start date",
     )
-    schedule = lake.read_spark(session, CORE_REPAYMENT_SCHEDULE, history(keys)).drop(PARTITION)
-    open_loans = lake.read_spark(session, CORE_LOAN_DAILY_STATUS, keys).where(
-        F.col("status").isin("current", "delinquent")
-    )
+    schedule = schedule.drop(PARTITION)
+    open_loans = book.where(F.col("status").isin("current", "delinquent"))
     in_force = (
         open_loans.select(PARTITION, "loan_id")
         .join(schedule, "loan_id")
@@ -787,15 +694,20 @@ def _interest_accruals(lake: IcebergLakeResource, session: SparkSession, keys: S
     )
 
 
+CORE_DATASETS: list[LakeDataset] = [
+    MERCHANTS,
+    APPLICATIONS,
+    REPAYMENT_SCHEDULE,
+    CUSTOMERS,
+    LOANS,
+    PAYMENTS,
+    REFUNDS,
+    CHARGE_OFFS,
+    RECOVERIES,
+    LOAN_DAILY_STATUS,
+    LEDGER_ENTRIES,
+]
 core_assets: list[dg.AssetsDefinition] = [
-    *[build_core_asset(spec) for spec in SIMPLE_CORE_TABLES],
-    core_customers,
-    core_loans,
-    core_payments,
-    core_refunds,
-    core_charge_offs,
-    core_recoveries,
+    *(lake_dataset_asset(dataset) for dataset in CORE_DATASETS),
     loan_book_inputs,
-    loan_daily_status,
-    ledger_entries,
 ]

@@ -12,7 +12,7 @@ Conventions shared by the three tables:
   each row keeps the balance identity outstanding = originated - repaid - refunded - charged off.
 """
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import dagster as dg
 from pyspark.sql import Column, DataFrame
@@ -28,11 +28,10 @@ from assets.lending.tables import (
     REPORTING_PORTFOLIO_DAILY,
     REPORTING_VINTAGE_CURVES,
 )
-from batch_platform.assets import lake_asset
-from batch_platform.audit import Audit, AuditOutcome, audit_check_specs, rows_satisfy, write_audit_publish
-from batch_platform.lake import IcebergLakeResource, LakeTable
-from batch_platform.partitions import partition_keys
-from batch_platform.spark import SparkResource
+from batch_platform.audit import Audit, AuditOutcome, rows_satisfy
+from batch_platform.datasets import LakeDataset, lake_dataset_asset
+from batch_platform.inputs import LakeInput
+from batch_platform.lake import LakeTable
 
 OPEN_STATUSES = ("current", "delinquent")
 assert set(OPEN_STATUSES) < set(LOAN_STATUSES), "open statuses must be declared loan statuses"
@@ -196,32 +195,24 @@ MERCHANT_AUDITS = [
 # -- assets ---------------------------------------------------------------------------------------------------
 
 
-def reporting_asset(
+def reporting_dataset(
     table: LakeTable, audits: list[Audit], frame: Callable[[DataFrame], DataFrame], compute: str = "small"
-) -> dg.AssetsDefinition:
-    """A reporting table computed from core/loan_daily_status for the step's days, written through WAP."""
-
-    @lake_asset(
+) -> LakeDataset:
+    """A reporting table computed from the day's core/loan_daily_status (input ``status``), written through WAP."""
+    return LakeDataset(
         table,
+        frame,
+        inputs=[LakeInput(CORE_LOAN_DAILY_STATUS, name="status")],
+        audits=audits,
         partitions_def=LENDING_PARTITIONS,
-        deps=[CORE_LOAN_DAILY_STATUS.asset_key],
-        kinds=("spark", "iceberg"),
         backfill_policy=BACKFILL_POLICY,
         compute=compute,
-        check_specs=audit_check_specs(table, audits),
     )
-    def _reporting_asset(
-        context: dg.AssetExecutionContext, lake: IcebergLakeResource, spark: SparkResource
-    ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
-        session = spark.session_for(context)
-        status = lake.read_spark(session, CORE_LOAN_DAILY_STATUS, partition_keys(context))
-        yield from write_audit_publish(context, lake, spark, table, frame(status), audits)
-
-    return _reporting_asset
 
 
-portfolio_daily = reporting_asset(REPORTING_PORTFOLIO_DAILY, PORTFOLIO_AUDITS, portfolio_daily_frame, "medium")
-vintage_curves = reporting_asset(REPORTING_VINTAGE_CURVES, VINTAGE_AUDITS, vintage_curves_frame)
-merchant_performance = reporting_asset(REPORTING_MERCHANT_PERFORMANCE, MERCHANT_AUDITS, merchant_performance_frame)
+PORTFOLIO_DAILY = reporting_dataset(REPORTING_PORTFOLIO_DAILY, PORTFOLIO_AUDITS, portfolio_daily_frame, "medium")
+VINTAGE_CURVES = reporting_dataset(REPORTING_VINTAGE_CURVES, VINTAGE_AUDITS, vintage_curves_frame)
+MERCHANT_PERFORMANCE = reporting_dataset(REPORTING_MERCHANT_PERFORMANCE, MERCHANT_AUDITS, merchant_performance_frame)
 
-reporting_assets = [portfolio_daily, vintage_curves, merchant_performance]
+REPORTING_DATASETS = [PORTFOLIO_DAILY, VINTAGE_CURVES, MERCHANT_PERFORMANCE]
+reporting_assets = [lake_dataset_asset(dataset) for dataset in REPORTING_DATASETS]
