@@ -10,6 +10,7 @@ from datetime import date
 from pathlib import Path
 
 import dagster as dg
+import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 from dagster._core.execution.backfill import BulkActionsFilter, BulkActionStatus
@@ -30,12 +31,14 @@ from dagster_stack import (  # noqa: F401 - lending_backfill_fixture registers t
 from graphql import parse, validate
 
 from assets import lending_assets
-from assets.lending.landing import read_drop
-from assets.lending.simulator import write_correction
+from assets.lending.landing import LandingZone, complete_versions, read_drop
+from assets.lending.raw import CATEGORIES
+from assets.lending.simulator import write_correction, write_tables
 from assets.lending.tables import (
     CORE_LEDGER_ENTRIES,
     CORE_LOAN_DAILY_STATUS,
     CORE_LOANS,
+    CORE_MERCHANTS,
     CORE_PAYMENTS,
     RAW_QUARANTINE,
     RAW_TABLES,
@@ -300,3 +303,65 @@ def test_a_corrected_day_flows_through_one_sensor_backfill_to_tables_equal_to_a_
         assert _rows(lake, table) == _rows(rebuilt, table), f"{table.identifier} differs from a full rebuild"
     # The correction changed the data (reversed and fixed payments): equality is not the old state read twice.
     assert _rows(lake, CORE_PAYMENTS) != payments_before
+
+
+def _merchant_restatement(landing: LandingZone, days: list[date]) -> tuple[date, dict[str, pa.Table], set[int]]:
+    """The first backfill day that onboards a merchant later days' loans use, and its drop with those merchants
+    moved to another category (what a producer restating a miscategorized merchant sends)."""
+    for index, day in enumerate(days[:-1]):
+        tables = read_drop(landing, day)
+        onboarded = set(tables["merchants"].column("merchant_id").to_pylist())
+        later = {m for d in days[index + 1 :] for m in read_drop(landing, d)["loans"].column("merchant_id").to_pylist()}
+        if restated := onboarded & later:
+            merchants = tables["merchants"]
+            recategorized = [
+                next(c for c in CATEGORIES if c != category) if merchant in restated else category
+                for merchant, category in zip(
+                    merchants.column("merchant_id").to_pylist(), merchants.column("category").to_pylist(), strict=True
+                )
+            ]
+            column = merchants.schema.get_field_index("category")
+            tables["merchants"] = merchants.set_column(
+                column, merchants.schema.field(column), pa.array(recategorized, merchants.schema.field(column).type)
+            )
+            return day, tables, restated
+    raise AssertionError("no backfill day onboards a merchant that later loans use: choose another simulation")
+
+
+def test_a_restated_merchant_category_reaches_later_days_loans_and_merchant_performance_as_a_full_rebuild_would(
+    lending_backfill: LendingBackfill, spark_resource: SparkResource, tmp_path: Path
+) -> None:
+    stack, days, landing = lending_backfill.stack, lending_backfill.days, lending_backfill.landing
+    lake = IcebergLakeResource(data_dir=str(stack.data_dir))
+    day, tables, restated = _merchant_restatement(landing, days)
+    version = complete_versions(landing, day)[-1] + 1
+    drop = write_tables(SIMULATION, day, landing, tables, version=version)
+
+    backfill_id = _backfill_tagged(stack.instance(), RESTATEMENT_TAG, drop.prefix)
+    backfill = stack.wait_backfill(backfill_id, RESTATEMENT_TIMEOUT_S)
+    assert backfill.status == BulkActionStatus.COMPLETED_SUCCESS, stack.log_tails()
+    target = backfill.asset_backfill_data.target_subset if backfill.asset_backfill_data else None
+    assert target is not None
+    # core/loans reads merchants as of each loan's day (every merchant partition up to its own), so the closure of
+    # a restated merchant day is that day's loans and every later day's.
+    later_days = [d.isoformat() for d in days if d >= day]
+    assert sorted(target.get_partitions_subset(CORE_LOANS.asset_key).get_partition_keys()) == later_days
+
+    rebuilt = IcebergLakeResource(data_dir=str(tmp_path / "rebuild"))
+    result = dg.materialize(
+        lending_assets,
+        resources={**lending_resources(stack, spark_resource), "lake": rebuilt},
+        instance=dg.DagsterInstance.ephemeral(),
+        tags={
+            ASSET_PARTITION_RANGE_START_TAG: HISTORY_FIRST_DAY.isoformat(),
+            ASSET_PARTITION_RANGE_END_TAG: days[-1].isoformat(),
+        },
+    )
+    assert result.success
+    for table in (CORE_MERCHANTS, CORE_LOANS, REPORTING_MERCHANT_PERFORMANCE):
+        assert _rows(lake, table) == _rows(rebuilt, table), f"{table.identifier} differs from a full rebuild"
+    # The restatement reached loans of later days: their category is the restated one.
+    loans = lake.read_arrow(CORE_LOANS).to_pylist()
+    moved = [r for r in loans if r["merchant_id"] in restated and r["business_date"] > day]
+    categories = {r["merchant_id"]: r["category"] for r in tables["merchants"].to_pylist()}
+    assert moved and all(r["merchant_category"] == categories[r["merchant_id"]] for r in moved)
