@@ -194,13 +194,12 @@ class LakeInput:
             else dg.IdentityPartitionMapping()
         )
         downstream = partitions_def.empty_subset().with_partition_keys(keys)
-        mapped = set(
-            mapping.get_upstream_mapped_partitions_result_for_partitions(
-                downstream, partitions_def, upstream_def
-            ).partitions_subset.get_partition_keys()
-        )
+        mapped = mapping.get_upstream_mapped_partitions_result_for_partitions(
+            downstream, partitions_def, upstream_def
+        ).partitions_subset
         writing = set(keys) if self.table == dataset else set()
-        wanted = [k for k in upstream_def.get_partition_keys() if k in mapped and k not in writing]
+        # A time-window subset lists its keys in time order.
+        wanted = [k for k in mapped.get_partition_keys() if k not in writing]
         first = upstream_def.get_first_partition_key()
         if isinstance(self.window, UpToThisPartition) and wanted and wanted[0] != first:
             raise InputWindowError(
