@@ -23,13 +23,14 @@ from assets.lending.contract import (
     date_violations,
     expected_window,
 )
-from assets.lending.core import REFERENCES_A_LOAN, SIMPLE_CORE_TABLES, build_core_asset, core_loans, core_refunds
+from assets.lending.core import LOANS, MERCHANTS, REFERENCES_A_LOAN, REFUNDS, REPAYMENT_SCHEDULE
 from assets.lending.landing import DropInfo, LandingZone, LandingZoneResource, read_drop, write_drop
 from assets.lending.raw import ROWS_MATCH_MANIFEST, parse_dataset, raw_landing_drop
 from assets.lending.schedule import business_days
 from assets.lending.simulator import SimulationConfig, build_drop, simulate, write_tables
 from assets.lending.tables import CORE_REFUNDS, CORE_REPAYMENT_SCHEDULE, RAW_QUARANTINE, RAW_TABLES
 from assets.lending.world import DATASETS, DATE_FIELDS, EVENT_DATE_COLUMN, SCHEMAS, DateRule, World
+from batch_platform.datasets import lake_dataset_asset
 from batch_platform.lake import IcebergLakeResource
 from batch_platform.spark import SparkResource
 
@@ -318,11 +319,9 @@ def test_a_range_run_through_core_holds_back_the_refund_of_a_quarantined_loan_in
     first = CONFIG.start  # core audits every refund against the loans since the lender's first day
     zone = landing_of(tmp_path, first, REFUNDED)
     corrupt_loan(zone)
-    core = [
-        build_core_asset(spec) for spec in SIMPLE_CORE_TABLES if spec.table.name in ("merchants", "repayment_schedule")
-    ]
+    core = [lake_dataset_asset(d) for d in (MERCHANTS, REPAYMENT_SCHEDULE, LOANS, REFUNDS)]
 
-    result = run_raw(lake, zone, first, REFUNDED, [*core, core_loans, core_refunds], spark_resource)
+    result = run_raw(lake, zone, first, REFUNDED, core, spark_resource)
 
     assert result.success
     assert checks(result, REFERENCES_A_LOAN)["refunds"].passed
