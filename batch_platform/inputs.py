@@ -10,6 +10,7 @@ Windows (for a daily dataset over daily inputs of the same calendar):
 - ``this_partition()``: the same day;
 - ``previous(n)``: the n partitions before this one (a day-chained balance reads ``previous(1)`` of itself);
 - ``up_to_this_partition()``: every partition up to and including this one (a versioned dimension, a history);
+- ``before_this_partition()``: every partition before this one (what earlier loads decided, e.g. a quarantine);
 - ``pinned(snapshot_id=... | ref=...)``: the whole table at one Iceberg snapshot or tag, whatever lands later;
 - ``whole_table()``: the whole current table (an unpartitioned input, or a small table read in full).
 """
@@ -83,6 +84,15 @@ class UpToThisPartition(Window):
 
 
 @dataclass(frozen=True)
+class EarlierPartitions(Window):
+    def partition_mapping(self) -> dg.PartitionMapping:
+        return dg.TimeWindowPartitionMapping(start_offset=-HISTORY_PARTITIONS, end_offset=-1)
+
+    def describe(self) -> str:
+        return "every partition before this one"
+
+
+@dataclass(frozen=True)
 class Pinned(Window):
     snapshot_id: int | None = None
     ref: str | None = None
@@ -132,6 +142,10 @@ def up_to_this_partition() -> Window:
     return UpToThisPartition()
 
 
+def before_this_partition() -> Window:
+    return EarlierPartitions()
+
+
 def pinned(*, snapshot_id: int | None = None, ref: str | None = None) -> Window:
     return Pinned(snapshot_id=snapshot_id, ref=ref)
 
@@ -166,15 +180,15 @@ class LakeInput:
         where = f"{dataset.identifier} input {self.key!r} ({self.table.identifier})"
         if not self.key.isidentifier():
             raise InputWindowError(f"{where}: the input name must be an identifier")
-        relative = isinstance(self.window, (PreviousPartitions, UpToThisPartition))
+        relative = isinstance(self.window, (PreviousPartitions, UpToThisPartition, EarlierPartitions))
         if relative and (partitions_def is None or self.table.partition_column is None):
             raise InputWindowError(
                 f"{where}: {self.window.describe()!r} needs a partitioned dataset and a partitioned input table"
             )
         if relative and not isinstance(partitions_def, dg.TimeWindowPartitionsDefinition):
             raise InputWindowError(f"{where}: {self.window.describe()!r} needs time-window partitions")
-        if self.table == dataset and not isinstance(self.window, PreviousPartitions):
-            raise InputWindowError(f"{where}: a dataset can only read itself through previous(n)")
+        if self.table == dataset and not isinstance(self.window, (PreviousPartitions, EarlierPartitions)):
+            raise InputWindowError(f"{where}: a dataset can only read its own earlier partitions")
 
     def selection(
         self, dataset: LakeTable, partitions_def: dg.PartitionsDefinition | None, keys: Sequence[str]
@@ -201,7 +215,8 @@ class LakeInput:
         # A time-window subset lists its keys in time order.
         wanted = [k for k in mapped.get_partition_keys() if k not in writing]
         first = upstream_def.get_first_partition_key()
-        if isinstance(self.window, UpToThisPartition) and wanted and wanted[0] != first:
+        history = isinstance(self.window, (UpToThisPartition, EarlierPartitions))
+        if history and wanted and wanted[0] != first:
             raise InputWindowError(
                 f"{dataset.identifier} input {self.key!r}: the history window reaches {HISTORY_PARTITIONS} partitions "
                 f"back, to {wanted[0]}, not to the first partition {first}; raise "
@@ -209,7 +224,7 @@ class LakeInput:
             )
         if not wanted:
             return []
-        if isinstance(self.window, UpToThisPartition):
+        if history:
             # A range stays a range in the scan filter: two bounds, not a thousand keys.
             return dg.PartitionKeyRange(wanted[0], wanted[-1])
         return wanted

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import statistics
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Protocol
@@ -30,13 +30,14 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 from pyiceberg.exceptions import NoSuchTableError
-from pyiceberg.expressions import And, In, LessThan
+from pyiceberg.expressions import And, In
 
 from assets.lending.schedule import MAX_TERM_MONTHS, add_months
 from assets.lending.simulator import drop_window
 from assets.lending.tables import LENDING_START, PARTITION, RAW_QUARANTINE, RAW_TABLES
 from assets.lending.world import DATASETS, DATE_FIELDS, DateRule, SimulationConfig
-from batch_platform.lake import IcebergLakeResource
+from batch_platform.lake import IcebergLakeResource, LakeTable
+from batch_platform.lake.selection import PartitionSelection, iceberg_filter
 
 HELD_BACK_BY_QUARANTINE = "rows_held_back_by_quarantine"
 LENDER_START = date.fromisoformat(LENDING_START)
@@ -148,19 +149,26 @@ class RecentVolumes:
     days: dict[date, dict[str, int]] = field(default_factory=dict)
 
     @classmethod
-    def from_lake(cls, lake: IcebergLakeResource, before: date, history_days: int) -> RecentVolumes:
-        """The last ``history_days`` loaded business days before ``before``, from partition statistics."""
+    def from_lake(
+        cls,
+        lake: IcebergLakeResource,
+        history: Mapping[str, PartitionSelection],
+        quarantine: PartitionSelection,
+        history_days: int,
+    ) -> RecentVolumes:
+        """The last ``history_days`` loaded business days among the declared partitions read (``history``: per
+        dataset, the days before the run; ``quarantine``: the quarantine's), from partition statistics."""
         counts: dict[date, dict[str, int]] = {}
         for dataset in DATASETS:
-            for day, rows in _partition_rows(lake, RAW_TABLES[dataset].identifier, before).items():
+            for day, rows in _partition_rows(lake, RAW_TABLES[dataset], history[dataset]).items():
                 counts.setdefault(day, {})[dataset] = rows
-        for day in _partition_rows(lake, RAW_QUARANTINE.identifier, before):
+        for day in _partition_rows(lake, RAW_QUARANTINE, quarantine):
             counts.setdefault(day, {})
         recent = sorted(counts)[-history_days:]
         if recent:
             # Quarantined rows were delivered too: a day whose rows were all refused is not an empty day.
-            quarantine = lake.read_arrow(RAW_QUARANTINE, dg.PartitionKeyRange(str(recent[0]), str(recent[-1])))
-            for row in quarantine.select([PARTITION, "dataset"]).to_pylist():
+            quarantine_rows = lake.read_arrow(RAW_QUARANTINE, dg.PartitionKeyRange(str(recent[0]), str(recent[-1])))
+            for row in quarantine_rows.select([PARTITION, "dataset"]).to_pylist():
                 per_day = counts.setdefault(row[PARTITION], {})
                 per_day[row["dataset"]] = per_day.get(row["dataset"], 0) + 1
         return cls({day: counts[day] for day in recent})
@@ -209,14 +217,16 @@ class RecentVolumes:
         return VolumeVerdict(problems, accepted)
 
 
-def _partition_rows(lake: IcebergLakeResource, identifier: str, before: date) -> dict[date, int]:
+def _partition_rows(lake: IcebergLakeResource, table: LakeTable, selection: PartitionSelection) -> dict[date, int]:
+    if selection == []:
+        return {}
     try:
-        table = lake.catalog().load_table(identifier)
+        iceberg_table = lake.catalog().load_table(table.identifier)
     except NoSuchTableError:
         return {}
-    if table.current_snapshot() is None:  # created, never written
+    if iceberg_table.current_snapshot() is None:  # created, never written
         return {}
-    stats = table.inspect.partitions(row_filter=LessThan(PARTITION, before)).to_pylist()  # type: ignore[call-arg,arg-type]
+    stats = iceberg_table.inspect.partitions(row_filter=iceberg_filter(table, selection)).to_pylist()
     return {row["partition"][PARTITION]: int(row["record_count"]) for row in stats}
 
 
@@ -261,33 +271,42 @@ class QuarantinedParents:
     held: dict[str, dict[int, str]] = field(default_factory=dict)
 
     @classmethod
-    def from_lake(cls, lake: IcebergLakeResource, before: date, rewriting: Sequence[str]) -> QuarantinedParents:
-        """Parents quarantined by drops before ``before`` (the quarantine is small: bad rows only)."""
+    def from_lake(
+        cls, lake: IcebergLakeResource, quarantine: PartitionSelection, parents_loaded: Mapping[str, PartitionSelection]
+    ) -> QuarantinedParents:
+        """Parents quarantined in the declared partitions of the quarantine (the days before the run), unless the
+        declared partitions of the parent's raw table (the same days) loaded them after all. Later days are never
+        looked at: what a day holds back depends on the days before it only, whatever was loaded since."""
         parents = cls()
-        if before <= LENDER_START:
+        if quarantine == []:
             return parents
         try:
             table = lake.load(RAW_QUARANTINE)
         except NoSuchTableError:
             return parents
         # Only the parents' quarantined rows are read (dataset is a column with file statistics, not a partition).
-        earlier = And(LessThan(PARTITION, before), In("dataset", sorted(PARENTS)))  # type: ignore[call-arg,arg-type]
-        quarantine = table.scan(row_filter=earlier).to_arrow()  # pyiceberg applies the filter to rows too
-        for row in quarantine.to_pylist():
+        earlier = And(iceberg_filter(RAW_QUARANTINE, quarantine), In("dataset", sorted(PARENTS)))  # type: ignore[call-arg,arg-type]
+        rows = table.scan(row_filter=earlier).to_arrow()  # pyiceberg applies the filter to rows too
+        for row in rows.to_pylist():
             key = _as_key(json.loads(row["record"]).get(PARENTS[row["dataset"]]))
             if key is not None:
                 where = f"{row['dataset']} row {row['row_number']} of drop {row[PARTITION]} v{row['drop_version']}"
                 parents.held.setdefault(row["dataset"], {})[key] = where
         for parent, keys in parents.held.items():
-            # Loaded elsewhere after all (outside the partitions this run replaces): not held.
-            table = lake.load(RAW_TABLES[parent])
-            found = table.scan(
-                row_filter=In(PARENTS[parent], list(keys)),  # type: ignore[call-arg,arg-type]
-                selected_fields=(PARENTS[parent], PARTITION),
-            ).to_arrow()
-            for row in found.to_pylist():
-                if str(row[PARTITION]) not in rewriting:
-                    keys.pop(row[PARENTS[parent]], None)
+            # Loaded on an earlier day after all (one copy of a duplicate, a re-delivery): not held.
+            found = (
+                lake.load(RAW_TABLES[parent])
+                .scan(
+                    row_filter=And(
+                        iceberg_filter(RAW_TABLES[parent], parents_loaded[parent]),
+                        In(PARENTS[parent], list(keys)),  # type: ignore[call-arg,arg-type]
+                    ),
+                    selected_fields=(PARENTS[parent],),
+                )
+                .to_arrow()
+            )
+            for loaded_key in found.column(PARENTS[parent]).to_pylist():
+                keys.pop(loaded_key, None)
         return parents
 
     def dependents_of_held(self, dataset: str, rows: pa.Table) -> dict[int, list[str]]:

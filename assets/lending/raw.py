@@ -26,6 +26,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from assets.lending.contract import (
+    PARENTS,
+    REFERENCES,
     VOLUME_THRESHOLDS,
     QuarantinedParents,
     RecentVolumes,
@@ -62,7 +64,9 @@ from assets.lending.world import (
 )
 from batch_platform.assets import column_schema
 from batch_platform.compute import COMPUTE_PROFILE_TAG, DEFAULT_PROFILE, profile_tags
+from batch_platform.inputs import LakeInput, before_this_partition
 from batch_platform.lake import IcebergLakeResource, LakeTable, Lineage
+from batch_platform.lake.selection import PartitionSelection
 from batch_platform.partitions import partition_keys
 
 # One step writes every raw table, so they share one pool (limit 1 by default): two runs never replace the same
@@ -492,7 +496,26 @@ def quarantine_rows(parsed: Sequence[ParsedDataset], business_date: date, versio
 # -- the asset ------------------------------------------------------------------------------------------------------
 
 
-def _spec(table: LakeTable) -> dg.AssetSpec:
+# What the load reads besides the landing drop, declared once: the Dagster dependencies of the raw tables and the
+# partitions the step reads come from these (batch_platform.inputs), so a restated day's closure reaches the later
+# days whose judgment it changes (their volume history, the parents they may be held back for). Dagster takes one
+# partition mapping per upstream table in a multi-asset, so a raw table is read through one window, every
+# partition before the run, even where only the last loaded days count (the volume history).
+VOLUME_HISTORY_DAYS = max(t.history_days for t in VOLUME_THRESHOLDS.values())
+VOLUME_HISTORY = {d: LakeInput(RAW_TABLES[d], before_this_partition(), name=d) for d in DATASETS}
+EARLIER_QUARANTINE = LakeInput(RAW_QUARANTINE, before_this_partition(), name="quarantine")
+EARLIER_PARENTS = {parent: LakeInput(RAW_TABLES[parent], before_this_partition(), name=parent) for parent in PARENTS}
+
+
+def reads_of(dataset: str | None) -> list[LakeInput]:
+    """What the load of ``dataset`` (None: the quarantine) reads of the lake."""
+    if dataset is None:
+        return [EARLIER_QUARANTINE, *EARLIER_PARENTS.values()]
+    parents = {r.parent for r in REFERENCES.get(dataset, ())}
+    return [VOLUME_HISTORY[dataset], EARLIER_QUARANTINE, *(EARLIER_PARENTS[p] for p in sorted(parents))]
+
+
+def _spec(table: LakeTable, reads: Sequence[LakeInput]) -> dg.AssetSpec:
     # What lake_asset puts on a single-table asset, so the catalog shows raw tables like every other lake table.
     return dg.AssetSpec(
         key=table.asset_key,
@@ -500,13 +523,22 @@ def _spec(table: LakeTable) -> dg.AssetSpec:
         group_name="raw",
         kinds={"iceberg"},
         tags={COMPUTE_PROFILE_TAG: DEFAULT_PROFILE},
+        deps=[r.dep(partitioned=True) for r in reads],
         metadata={
             "iceberg/table": table.identifier,
             "dagster/table_name": table.identifier,
             "dagster/column_schema": column_schema(table),
             "iceberg/partition_column": table.partition_column or "",
+            "batch_platform/inputs": dg.MetadataValue.json(
+                {r.key: f"{r.table.identifier}: {r.window.describe()}" for r in reads}
+            ),
         },
     )
+
+
+def _selection(declared: LakeInput, keys: Sequence[str]) -> PartitionSelection:
+    # Every table the load reads, it also writes: the run's own partitions are what it computes, never an input.
+    return declared.selection(declared.table, LENDING_PARTITIONS, keys)
 
 
 def _lineage(context: dg.AssetExecutionContext, table: LakeTable) -> Lineage:
@@ -556,10 +588,15 @@ def _load_days(
     context: dg.AssetExecutionContext, lake: IcebergLakeResource, landing: LandingZoneResource, keys: Sequence[str]
 ) -> list[_LoadedDay]:
     """Every drop of the run, in date order (each day's history includes the run's days before it), or a Failure."""
-    first = date.fromisoformat(keys[0])
-    history_days = max(t.history_days for t in VOLUME_THRESHOLDS.values())
-    volumes = RecentVolumes.from_lake(lake, first, history_days)
-    parents = QuarantinedParents.from_lake(lake, first, keys)
+    volumes = RecentVolumes.from_lake(
+        lake,
+        {d: _selection(VOLUME_HISTORY[d], keys) for d in DATASETS},
+        _selection(EARLIER_QUARANTINE, keys),
+        VOLUME_HISTORY_DAYS,
+    )
+    parents = QuarantinedParents.from_lake(
+        lake, _selection(EARLIER_QUARANTINE, keys), {p: _selection(i, keys) for p, i in EARLIER_PARENTS.items()}
+    )
     days, problems = [], []
     for key in keys:
         day, day_problems = _load_day(context, landing, key, volumes, parents)
@@ -579,7 +616,8 @@ def _load_days(
 @dg.multi_asset(
     name="raw_landing_drop",
     description="Load a business day's landing drop into raw.* tables; rows failing the contract go to quarantine.",
-    specs=[*(_spec(RAW_TABLES[d]) for d in DATASETS), _spec(RAW_QUARANTINE)],
+    # The quarantine first: every raw table reads the quarantine of earlier days (Dagster wants them yielded so).
+    specs=[_spec(RAW_QUARANTINE, reads_of(None)), *(_spec(RAW_TABLES[d], reads_of(d)) for d in DATASETS)],
     check_specs=[
         dg.AssetCheckSpec(
             ROWS_MATCH_MANIFEST,
@@ -602,6 +640,20 @@ def raw_landing_drop(
     keys = sorted(partition_keys(context))
     # Every drop of the run is verified before anything is written: one bad day fails the run with the lake as it was.
     days = _load_days(context, lake, landing, keys)
+
+    # Replaced even when empty: a fixed re-delivery must clear the quarantine rows of the version before it.
+    quarantine = pa.concat_tables(
+        [quarantine_rows(list(d.parsed.values()), d.business_date, d.drop.version) for d in days]
+    )
+    kept = lake.write_arrow(RAW_QUARANTINE, quarantine, partition_keys=keys, lineage=_lineage(context, RAW_QUARANTINE))
+    yield dg.MaterializeResult(
+        asset_key=RAW_QUARANTINE.asset_key,
+        metadata={
+            **kept.metadata(),
+            "landing/drops": dg.MetadataValue.json([d.drop.prefix for d in days]),
+            **{f"quarantined/{ds}": sum(len(d.parsed[ds].quarantined) for d in days) for ds in DATASETS},
+        },
+    )
 
     # One commit per table for all the run's days: a run that dies midway leaves some tables on the new version and
     # yields no check results for the rest; re-running the partitions completes it (every write replaces them).
@@ -630,20 +682,6 @@ def raw_landing_drop(
                 ),
             },
         )
-
-    # Replaced even when empty: a fixed re-delivery must clear the quarantine rows of the version before it.
-    quarantine = pa.concat_tables(
-        [quarantine_rows(list(d.parsed.values()), d.business_date, d.drop.version) for d in days]
-    )
-    kept = lake.write_arrow(RAW_QUARANTINE, quarantine, partition_keys=keys, lineage=_lineage(context, RAW_QUARANTINE))
-    yield dg.MaterializeResult(
-        asset_key=RAW_QUARANTINE.asset_key,
-        metadata={
-            **kept.metadata(),
-            "landing/drops": dg.MetadataValue.json([d.drop.prefix for d in days]),
-            **{f"quarantined/{ds}": sum(len(d.parsed[ds].quarantined) for d in days) for ds in DATASETS},
-        },
-    )
 
     # Counted from the commits (rows the snapshots added), not from what this step meant to write.
     quarantine_committed = kept.rows == quarantine.num_rows
