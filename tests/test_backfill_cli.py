@@ -285,7 +285,11 @@ def test_a_corrected_day_flows_through_one_sensor_backfill_to_tables_equal_to_a_
     assert target is not None
     chained = target.get_partitions_subset(CORE_LOAN_DAILY_STATUS.asset_key).get_partition_keys()
     assert sorted(chained) == [d.isoformat() for d in days[2:]]  # day 3 and every later day of the loan book
-    assert list(target.get_partitions_subset(CORE_LOANS.asset_key).get_partition_keys()) == [days[2].isoformat()]
+    # The raw load of a day reads the quarantine and raw tables of the days before it (what they hold back), so
+    # every later day's load is re-judged too, and with it every later day downstream.
+    later = [d.isoformat() for d in days[2:]]
+    assert sorted(target.get_partitions_subset(RAW_TABLES["loans"].asset_key).get_partition_keys()) == later
+    assert sorted(target.get_partitions_subset(CORE_LOANS.asset_key).get_partition_keys()) == later
 
     # From scratch: a new lake built over the corrected landing, the lender's whole history in one range run.
     rebuilt = IcebergLakeResource(data_dir=str(tmp_path / "rebuild"))
@@ -342,8 +346,8 @@ def test_a_restated_merchant_category_reaches_later_days_loans_and_merchant_perf
     assert backfill.status == BulkActionStatus.COMPLETED_SUCCESS, stack.log_tails()
     target = backfill.asset_backfill_data.target_subset if backfill.asset_backfill_data else None
     assert target is not None
-    # core/loans reads merchants as of each loan's day (every merchant partition up to its own), so the closure of
-    # a restated merchant day is that day's loans and every later day's.
+    # Every later day's loans are rebuilt: they read merchants as of their own day (every merchant partition up to
+    # it), and the raw load of a later day is re-judged against the days before it.
     later_days = [d.isoformat() for d in days if d >= day]
     assert sorted(target.get_partitions_subset(CORE_LOANS.asset_key).get_partition_keys()) == later_days
 
