@@ -25,6 +25,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from assets.lending import DOMAIN
 from assets.lending.contract import (
     VOLUME_THRESHOLDS,
     QuarantinedParents,
@@ -62,12 +63,13 @@ from assets.lending.world import (
 )
 from batch_platform.assets import column_schema
 from batch_platform.compute import COMPUTE_PROFILE_TAG, DEFAULT_PROFILE, profile_tags
+from batch_platform.domain import domain_pool
 from batch_platform.lake import IcebergLakeResource, LakeTable, Lineage
 from batch_platform.partitions import partition_keys
 
 # One step writes every raw table, so they share one pool (limit 1 by default): two runs never replace the same
 # raw partition at once. The tables' own pools have no other writer.
-RAW_LANDING_POOL = "raw-landing"
+RAW_LANDING_POOL = domain_pool(DOMAIN, "raw-landing")
 ROWS_MATCH_MANIFEST = "rows_match_manifest"
 MAX_APR_BPS = 3600  # the lender's legal APR cap, 36%
 MAX_REASONS_IN_METADATA = 5
@@ -497,7 +499,7 @@ def _spec(table: LakeTable) -> dg.AssetSpec:
     return dg.AssetSpec(
         key=table.asset_key,
         description=table.description or None,
-        group_name="raw",
+        group_name="raw",  # the layer; registration makes it the domain's group, lending_raw
         kinds={"iceberg"},
         tags={COMPUTE_PROFILE_TAG: DEFAULT_PROFILE},
         metadata={
