@@ -1,14 +1,19 @@
-"""A small partitioned pipeline that proves the lake path end to end before the loan domain lands.
+"""A small partitioned pipeline that proves the lake path end to end, on nothing but Spark: the optional ``demo``
+domain. It is not in the production definitions; the composition root registers it only when
+``BATCH_PLATFORM_EXTRA_DOMAINS`` names it (a deployment smoke check, the lake-path tests).
 
 ``demo/card_transactions`` is generated on Spark (deterministic per day) and written through the Spark path;
 ``demo/daily_transaction_totals`` reads it back through Spark and writes a small aggregate through the Arrow path.
 """
+
+from datetime import timedelta
 
 import dagster as dg
 import pyarrow as pa
 from pyspark.sql import functions as F
 
 from batch_platform.assets import lake_asset
+from batch_platform.domain import Domain
 from batch_platform.lake import IcebergLakeResource, LakeTable, Lineage
 from batch_platform.partitions import daily_partitions, partition_keys
 from batch_platform.spark import SparkResource
@@ -117,3 +122,15 @@ def daily_transaction_totals(
 
 
 demo_assets = [card_transactions, daily_transaction_totals]
+
+platform_demo = Domain(
+    name="demo",  # its one layer is "demo", so its group stays "demo"
+    assets=demo_assets,
+    deadline_hours={"demo": 24.0},
+    freshness_policies={
+        "demo": dg.FreshnessPolicy.cron(
+            "0 0 * * *", lower_bound_delta=timedelta(hours=24), timezone=DEMO_PARTITIONS.timezone
+        )
+    },
+    lake_tables=[CARD_TRANSACTIONS, DAILY_TRANSACTION_TOTALS],
+)

@@ -424,7 +424,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Exit codes: 0 succeeded, 1 failed/canceled/not launched, 2 bad input, 3 webserver unreachable.",
     )
     parser.add_argument(
-        "selection", help="Dagster asset selection, e.g. 'group:raw', 'key:\"raw/*\"', 'key:core/loans+'"
+        "selection", help="Dagster asset selection, e.g. 'group:<domain>_raw', 'key:\"raw/*\"', 'key:core/loans+'"
     )
     parser.add_argument("--from", dest="first_day", type=date.fromisoformat, required=True, help="first day, ISO")
     parser.add_argument("--to", dest="last_day", type=date.fromisoformat, required=True, help="last day, ISO")
@@ -495,9 +495,9 @@ def run(args: argparse.Namespace, defs: dg.Definitions, *, out: TextIO | None = 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``batch-platform backfill``: loads this code location's definitions, then runs the command."""
     args = build_parser().parse_args(argv)
-    from batch_platform.definitions import build_definitions  # the composition root, loaded only when run
+    from batch_platform.domain import load_platform  # the composition root, loaded only when run
 
-    return run(args, build_definitions())
+    return run(args, load_platform().build_definitions())
 
 
 if __name__ == "__main__":

@@ -14,10 +14,11 @@ import dagster as dg
 def _demo(args: argparse.Namespace) -> int:
     """Land the demo drops, then materialize every asset for the first days of its partitions, one run per
     partitions definition, as one run of a backfill would."""
-    from batch_platform.definitions import build_definitions, prepare_demo
+    from batch_platform.domain import load_platform
 
-    prepare_demo(args.days)
-    defs = build_definitions()
+    platform = load_platform()
+    platform.prepare_demo(args.days)
+    defs = platform.build_definitions()
     instance = dg.DagsterInstance.get()  # the instance in $DAGSTER_HOME, so the UI shows these runs
     by_partitioning: dict[str, list[dg.AssetsDefinition]] = {}
     partitioning: dict[str, dg.PartitionsDefinition] = {}
@@ -58,9 +59,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Beta parameters (backfill_policy, pools) are deliberate; their warnings would drown the command's output.
     warnings.filterwarnings("ignore", category=dg.BetaWarning)
     warnings.filterwarnings("ignore", category=dg.PreviewWarning)
-    from batch_platform.definitions import domain_commands
+    from batch_platform.domain import load_platform
 
-    commands = domain_commands()
+    # The registered domains' subcommands (a Domain cannot take the platform's own: PLATFORM_COMMANDS).
+    commands = load_platform().commands()
     parser = argparse.ArgumentParser(prog="batch-platform", description=__doc__)
     subcommands = parser.add_subparsers(dest="command", required=True)
     demo = subcommands.add_parser("demo", help="land demo drops and materialize the demo lake into $DAGSTER_HOME")

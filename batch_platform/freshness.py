@@ -43,6 +43,19 @@ EVALUATED_AT = "evaluated_at"
 NO_PARTITION = ""
 
 
+def deadline_policies(
+    deadline_hours: Mapping[str, float], timezone: str, weekdays: str = "1-5"
+) -> dict[str, dg.FreshnessPolicy]:
+    """Per key (a layer, say), the policy "materialized within the ``hours`` before ``hours`` o'clock" on ``weekdays``
+    (cron day-of-week field) in ``timezone``: daily deadlines for data of the previous business day."""
+    return {
+        key: dg.FreshnessPolicy.cron(
+            f"0 {int(hours)} * * {weekdays}", lower_bound_delta=timedelta(hours=hours), timezone=timezone
+        )
+        for key, hours in deadline_hours.items()
+    }
+
+
 def apply_freshness_policies(
     defs: dg.Definitions, default: dg.FreshnessPolicy, by_group: Mapping[str, dg.FreshnessPolicy]
 ) -> dg.Definitions:

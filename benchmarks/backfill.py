@@ -10,7 +10,7 @@ paths, so a lake folder cannot be copied).
 
 Modes, one after another (never in parallel), each after waiting for other heavy work on the machine to end:
 
-- ``policy``: ``batch-platform backfill 'group:core' --from FIRST --to LAST`` against ``dagster-webserver`` and
+- ``policy``: ``batch-platform backfill 'group:lending_core' --from FIRST --to LAST`` against ``dagster-webserver`` and
   ``dagster-daemon`` on a temporary DAGSTER_HOME with the project's dagster.yaml and workspace.yaml
   (tests/dagster_stack.py); the core assets' chosen ``BackfillPolicy.multi_run(max_partitions_per_run=23)``.
 - ``policy-small``: the same over the first ``--per-partition-days`` days only: the comparison point for
@@ -85,7 +85,7 @@ MARKER_END = "<!-- backfill:end -->"
 DEFAULT_OUTPUT = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
 SEED = 7
 FIRST_DAY = date.fromisoformat(LENDING_START)
-SELECTION = "group:core"
+SELECTION = "group:lending_core"
 STATUS_ASSET = CORE_LOAN_DAILY_STATUS.asset_key.to_user_string()
 RAW_CHUNK_DAYS = 23  # the raw assets' own BackfillPolicy: the setup loads raw as its backfill would
 # Other people's heavy work this benchmark waits for before a timed mode (the machine has 2 cores).
@@ -916,13 +916,13 @@ def markdown_section(
         "finds nothing new), and raw is loaded in-process in 23-day range runs recorded in that mode's Dagster "
         "instance (not timed; "
         + ", ".join(f"{r.key} {r.raw_load_s:.0f} s" for r in modes)
-        + "). Then the eleven core assets (`group:core`; core/loan_daily_status carries balances from the "
+        + "). Then the eleven core assets (`group:lending_core`; core/loan_daily_status carries balances from the "
         "previous business day and walks a run's days in order; core/ledger_entries reads it) are built over the "
         "range. Modes ran one after another, never in parallel; before each, the script waited until no one "
         "else's pytest, Dagster webserver/daemon or benchmark was running (up to 15 minutes).",
         "",
-        f"- **chosen policy**: `batch-platform backfill 'group:core' --from FIRST --to LAST`: ONE asset backfill "
-        f"submitted to a real `dagster-webserver`, then `dagster-daemon` started (tests/dagster_stack.py: "
+        f"- **chosen policy**: `batch-platform backfill 'group:lending_core' --from FIRST --to LAST`: ONE asset "
+        f"backfill submitted to a real `dagster-webserver`, then `dagster-daemon` started (tests/dagster_stack.py: "
         f"temporary DAGSTER_HOME with the project's dagster.yaml and workspace.yaml; the sensors run, as they "
         f"default to). The core assets' `BackfillPolicy.{policy_text()}` groups up to "
         f"{CORE_BACKFILL.max_partitions_per_run} days per run.",

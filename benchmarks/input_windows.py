@@ -30,7 +30,9 @@ from importlib.metadata import version as package_version
 from pathlib import Path
 
 import dagster as dg
+from dagster._core.definitions.assets.graph.asset_graph import AssetGraph
 
+from assets.lending.domain import lending_assets
 from assets.lending.tables import CORE_LOAN_DAILY_STATUS, CORE_LOANS, CORE_MERCHANTS, LENDING_PARTITIONS
 from batch_platform.automation import downstream_closure
 from batch_platform.inputs import HISTORY_PARTITIONS, LakeInput, Window, previous, this_partition, up_to_this_partition
@@ -86,10 +88,6 @@ def measure_window(window: Window, keys: Sequence[str], repeats: int) -> dict[st
 
 
 def measure_closure(keys: Sequence[str], repeats: int) -> tuple[Timing, dict[str, int]]:
-    from assets import lending_assets
-
-    from dagster._core.definitions.assets.graph.asset_graph import AssetGraph
-
     graph = AssetGraph.from_assets(lending_assets)
     everything = frozenset(keys)
     roots = {CORE_MERCHANTS.asset_key: [keys[0]]}

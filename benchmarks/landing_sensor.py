@@ -41,13 +41,14 @@ from multiprocessing.queues import Queue
 from multiprocessing.synchronize import Event as EventType
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import boto3
 import dagster as dg
 from moto.server import ThreadedMotoServer
 
 import sensors.lending as lending_sensors
-from assets import lending_assets
+from assets.lending.domain import lending
 from assets.lending.landing import LandingZone, LandingZoneResource, drop_prefix
 from assets.lending.schedule import business_days
 from assets.lending.simulator import simulate, write_correction
@@ -59,7 +60,6 @@ from batch_platform.listing import LocalObjects
 from batch_platform.pii import PiiTokenizer
 from batch_platform.spark import SparkResource
 from benchmarks.markdown import update_section
-from resources import LandingS3Resource
 from sensors.lending import LOADED_VERSION_ASSET, SENSOR_INTERVAL_SECONDS, SETTLE_SECONDS, LandingScan, landing_store
 
 MARKER_START = "<!-- landing_sensor:start -->"
@@ -83,18 +83,20 @@ TICKS = (
 
 # -- counting the sensor's S3 requests ------------------------------------------------------------------------------
 
-S3_REQUESTS: Counter[str] = Counter()  # operation name -> calls, over the clients CountingS3Resource made
+MOTO_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "benchmark", "AWS_SECRET_ACCESS_KEY": "benchmark"}
+S3_REQUESTS: Counter[str] = Counter()  # operation name -> calls, over the clients CountingLandingZone made
 
 
 def _count_request(model: Any, **_: Any) -> None:
     S3_REQUESTS[model.name] += 1
 
 
-class CountingS3Resource(LandingS3Resource):
-    """The landing S3 resource, whose clients count their requests (a botocore event hook; the requests are real)."""
+class CountingLandingZone(LandingZoneResource):
+    """The landing zone resource, whose S3 clients count their requests (a botocore event hook; the requests are
+    real)."""
 
-    def get_client(self) -> Any:
-        client = super().get_client()
+    def s3_client(self) -> Any:
+        client = super().s3_client()
         client.meta.events.register("before-call.s3", _count_request)
         return client
 
@@ -163,8 +165,8 @@ def moto_s3() -> Iterator[tuple[str, Any]]:
             "s3",
             endpoint_url=endpoint,
             region_name=S3_REGION,
-            aws_access_key_id="benchmark",
-            aws_secret_access_key="benchmark",
+            aws_access_key_id=MOTO_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=MOTO_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
         )
         client.create_bucket(Bucket=S3_BUCKET, CreateBucketConfiguration={"LocationConstraint": S3_REGION})
         yield endpoint, client
@@ -196,14 +198,13 @@ def upload(client: Any, root: Path, keys: Sequence[str]) -> None:
 def repository() -> dg.RepositoryDefinition:
     """The loan pipeline's repository, as the sensor sees it (it resolves the pipeline's assets from it)."""
     defs = dg.Definitions(
-        assets=lending_assets,
+        assets=lending.registered_assets(),
         # Nothing runs here; the repository only needs its resource keys bound.
         resources={
             "lake": IcebergLakeResource(),
             "spark": SparkResource(),
             "landing": LandingZoneResource(),
             "pii": PiiTokenizer(key="benchmark-never-tokenizes"),
-            "s3": LandingS3Resource(),
             "alerts": LogFileAlerts(),
         },
     )
@@ -228,7 +229,6 @@ class Store:
 
     name: str
     landing: LandingZoneResource
-    s3: LandingS3Resource
     alerts: LogFileAlerts
     newest_history: float  # the newest modification time of the history, as listed
 
@@ -330,7 +330,7 @@ def tick(
     timers.reset()
     S3_REQUESTS.clear()
     started, started_cpu = time.perf_counter(), time.process_time()
-    result = lending_sensors.evaluate_landing(context, store.landing, store.s3, store.alerts, now=store.now)
+    result = lending_sensors.evaluate_landing(context, store.landing, store.alerts, now=store.now)
     wall_s, cpu_s = time.perf_counter() - started, time.process_time() - started_cpu
     scan = timers.last_scan
     if scan is None:
@@ -617,7 +617,7 @@ def markdown_section(
 
 
 def newest_modification(store: Store) -> float:
-    return max(o.modified for o in landing_store(store.landing, store.s3).list())
+    return max(o.modified for o in landing_store(store.landing).list())
 
 
 def run(args: argparse.Namespace, scratch: Path) -> int:
@@ -636,21 +636,19 @@ def run(args: argparse.Namespace, scratch: Path) -> int:
         record_loaded(loaded, history.versions())
         setup["record_s"] = time.perf_counter() - started
 
-        stores = [Store("local folder", LandingZoneResource(uri=str(history.root)), LandingS3Resource(), alerts, 0.0)]
+        stores = [Store("local folder", LandingZoneResource(uri=str(history.root)), alerts, 0.0)]
         s3_client = None
         if args.s3:
             endpoint, s3_client = stack.enter_context(moto_s3())
             started = time.perf_counter()
             upload(s3_client, history.root, [o.key for o in LocalObjects(history.root).list()])
             setup["upload_s"] = time.perf_counter() - started
-            s3 = CountingS3Resource(
-                endpoint_url=endpoint,
-                region_name=S3_REGION,
-                aws_access_key_id="benchmark",
-                aws_secret_access_key="benchmark",
+            # The landing resource reads credentials from the default chain, as in production: moto's here.
+            stack.enter_context(mock.patch.dict(os.environ, MOTO_CREDENTIALS))
+            s3_landing = CountingLandingZone(
+                uri=f"s3://{S3_BUCKET}/{S3_PREFIX}", s3_endpoint=endpoint, region=S3_REGION
             )
-            s3_landing = LandingZoneResource(uri=f"s3://{S3_BUCKET}/{S3_PREFIX}")
-            stores.append(Store("S3 (moto)", s3_landing, s3, alerts, 0.0))
+            stores.append(Store("S3 (moto)", s3_landing, alerts, 0.0))
         stores = [replace(s, newest_history=newest_modification(s)) for s in stores]  # each store's own clock
         timers = stack.enter_context(SensorTimers().installed())
 
@@ -659,7 +657,7 @@ def run(args: argparse.Namespace, scratch: Path) -> int:
             results.append(measure(store.name, "first", args.repeats, partial(tick, timers, empty, repo, store, None)))
             context = dg.build_sensor_context(instance=loaded, cursor=None, repository_def=repo)
             steady_cursors[store.name] = lending_sensors.evaluate_landing(
-                context, store.landing, store.s3, alerts, now=store.now
+                context, store.landing, alerts, now=store.now
             ).cursor
             for tick_name, cursor in (("first_loaded", None), ("steady", steady_cursors[store.name])):
                 run_once = partial(tick, timers, loaded, repo, store, cursor)

@@ -2,7 +2,7 @@
 
 Without a policy, Dagster's asset backfill launches one run per partition (Dagster's default), which is what
 ``benchmarks/backfill.py`` compares the chosen policy against. Everything else (assets, checks, sensors, schedules,
-resources, the in-process executor) is what ``batch_platform.definitions.build_definitions()`` returns. Loaded only
+resources, the in-process executor) is what ``definitions.build_definitions()`` returns. Loaded only
 through the temporary workspace file the benchmark writes; never part of the real deployment.
 """
 
@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import dagster as dg
 
-from batch_platform.definitions import build_definitions
+from assets.lending.domain import lending
+from definitions import build_definitions
 
-CORE_GROUP = "core"
+CORE_GROUP = lending.group("core")  # lending_core
 
 
 def without_backfill_policy(assets_def: dg.AssetsDefinition) -> dg.AssetsDefinition:

@@ -1,4 +1,6 @@
-"""Resources keyed by deployment environment: LOCAL (the default, needs nothing running) and PROD.
+"""The platform's shared resources keyed by deployment environment: LOCAL (the default, needs nothing running) and
+PROD. A domain binds the resources only it uses itself (``batch_platform.domain.Domain.resources``; the loan
+domain's landing zone: ``assets.lending.domain``), reading the same variables.
 
 PROD reads every setting from the run's environment when the run starts (``dg.EnvVar``), never when this module is
 imported or the definitions load, so a code server loads PROD definitions without any of these variables. A run
@@ -14,7 +16,8 @@ Variable                              Meaning (all must be present in the run's 
 ``BATCH_PLATFORM_AWS_REGION``         region of the Glue catalog and the bucket, e.g. ``eu-west-1``
 ``BATCH_PLATFORM_S3_ENDPOINT``        S3 endpoint override for S3-compatible stores; empty on AWS
 ``BATCH_PLATFORM_GLUE_ENDPOINT``      Glue endpoint override; empty on AWS
-``BATCH_PLATFORM_LANDING_URI``        landing zone of the loan drops, ``s3://bucket/prefix`` (must not be empty)
+``BATCH_PLATFORM_LANDING_URI``        landing zone of the loan drops, ``s3://bucket/prefix`` (must not be empty;
+                                      read by the loan domain's ``landing`` resource)
 ``BATCH_PLATFORM_PII_KEY``            secret HMAC key for PII tokens (LOCAL too; from a Kubernetes Secret in PROD)
 ``BATCH_PLATFORM_ALERT_WEBHOOK_URL``  Slack-compatible incoming webhook for alerts (a Secret; the code server that
                                       evaluates sensors needs it too)
@@ -30,9 +33,7 @@ import os
 from typing import Any
 
 import dagster as dg
-from dagster_aws.s3 import S3Resource
 
-from assets.lending.landing import LandingZoneResource
 from batch_platform.alerts import LogFileAlerts, WebhookAlerts
 from batch_platform.lake import IcebergLakeResource
 from batch_platform.pii import PiiTokenizer
@@ -96,15 +97,6 @@ def prod_spark_config() -> dict[str, str]:
     }
 
 
-class LandingS3Resource(S3Resource):
-    """dagster-aws's S3 resource for listing the landing zone; an empty endpoint (an empty env var) means AWS's."""
-
-    def get_client(self) -> Any:
-        if self.endpoint_url == "":
-            return S3Resource.get_client(self.model_copy(update={"endpoint_url": None}))
-        return super().get_client()
-
-
 def local_resources() -> dict[str, Any]:
     # The PII key is a secret even on a laptop: `make setup` writes a random one to .data/ and exports it.
     lake = IcebergLakeResource()
@@ -112,9 +104,6 @@ def local_resources() -> dict[str, Any]:
         "lake": lake,
         # Spark SQL's catalog "lake" is derived from this same resource: the two engines share one catalog.
         "spark": LakeSparkResource(lake=lake),
-        "landing": LandingZoneResource(),
-        # Only used when the landing zone is an s3:// URI; a local landing folder never creates a client.
-        "s3": LandingS3Resource(),
         "pii": PiiTokenizer(key=dg.EnvVar(PII_KEY_ENV)),
         "alerts": LogFileAlerts(),  # <data dir>/alerts/alerts.jsonl
     }
@@ -136,11 +125,6 @@ def prod_resources() -> dict[str, Any]:
         "lake": lake,
         # The session's catalog "lake" comes from the same lake resource, resolved from the same variables.
         "spark": LakeSparkResource(spark_config=prod_spark_config(), jar_groups=list(PROD_SPARK_JAR_GROUPS), lake=lake),
-        # The landing bucket is reached with the warehouse's S3 settings (same endpoint override and region).
-        "landing": LandingZoneResource(
-            uri=dg.EnvVar(LANDING_URI_ENV), s3_endpoint=dg.EnvVar(S3_ENDPOINT_ENV), region=dg.EnvVar(AWS_REGION_ENV)
-        ),
-        "s3": LandingS3Resource(region_name=dg.EnvVar(AWS_REGION_ENV), endpoint_url=dg.EnvVar(S3_ENDPOINT_ENV)),
         "pii": PiiTokenizer(key=dg.EnvVar(PII_KEY_ENV)),
         "alerts": WebhookAlerts(url=dg.EnvVar(ALERT_WEBHOOK_URL_ENV)),
     }

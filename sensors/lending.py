@@ -26,14 +26,15 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import dagster as dg
-from dagster_aws.s3 import S3Resource
 
+from assets.lending import DOMAIN
 from assets.lending.landing import DATASET_VERSION, MANIFEST_NAME, DropInfo, LandingZoneResource
 from assets.lending.schedule import previous_business_day
 from assets.lending.tables import LENDING_PARTITIONS, LENDING_START, RAW_QUARANTINE, RAW_TABLES
 from batch_platform.alerts import Alert, AlertSeverity, AlertsResource
 from batch_platform.automation import backfill_request, downstream_closure, in_flight, latest_materializations
-from batch_platform.listing import ListedObject, ListingCursor, LocalObjects, ObjectStore, S3Objects
+from batch_platform.domain import layer_selection
+from batch_platform.listing import ListedObject, ListingCursor, ObjectStore
 
 _DROP_OBJECT = re.compile(
     rf"^{re.escape(DATASET_VERSION)}/business_date=(?P<date>\d{{4}}-\d{{2}}-\d{{2}})/v(?P<version>[1-9]\d*)/(?P<name>[^/]+)$"
@@ -45,7 +46,7 @@ SETTLE_SECONDS = 3600
 SENSOR_INTERVAL_SECONDS = 30
 LOADED_VERSION_ASSET = RAW_TABLES["loans"].asset_key  # every raw table records the drop version it loaded
 RAW_ASSET_KEYS = [*(t.asset_key for t in RAW_TABLES.values()), RAW_QUARANTINE.asset_key]
-PIPELINE = dg.AssetSelection.groups("raw", "core", "reporting")
+PIPELINE = layer_selection(DOMAIN, "raw", "core", "reporting")  # lending_raw, lending_core, lending_reporting
 DROP_TAG = "batch-platform/landing-drops"
 RESTATEMENT_TAG = "batch-platform/restatement"
 
@@ -81,11 +82,9 @@ class LandingScan:
     manifests_read: int = 0
 
 
-def landing_store(landing: LandingZoneResource, s3: S3Resource) -> ObjectStore:
-    location = landing.location()
-    if location.startswith("s3://"):
-        return S3Objects.from_uri(s3.get_client(), location)
-    return LocalObjects(location)
+def landing_store(landing: LandingZoneResource) -> ObjectStore:
+    """The landing zone as listed: the same resource (root, endpoint, region) the raw load reads drops through."""
+    return landing.object_store()
 
 
 def _manifest_problems(store: ObjectStore, drop: Drop, files: dict[str, ListedObject]) -> list[str]:
@@ -262,13 +261,12 @@ def _runnable(new_days: Sequence[str], loaded: Collection[str]) -> list[str]:
 def evaluate_landing(
     context: dg.SensorEvaluationContext,
     landing: LandingZoneResource,
-    s3: S3Resource,
     alerts: AlertsResource,
     now: float | None = None,
 ) -> dg.SensorResult:
     now = time.time() if now is None else now
     state = WatchState.from_cursor(context.cursor)
-    scan = scan_landing(landing_store(landing, s3), state.listing, now, state.reported_incomplete)
+    scan = scan_landing(landing_store(landing), state.listing, now, state.reported_incomplete)
     rejections = report_rejected(context, alerts, scan, landing.location())
     candidates = latest_per_day([*state.pending, *scan.complete])
     previous = {p for day in candidates if (p := previous_day(day))}
@@ -319,22 +317,22 @@ def evaluate_landing(
     default_status=dg.DefaultSensorStatus.RUNNING,
 )
 def lending_landing_sensor(
-    context: dg.SensorEvaluationContext, landing: LandingZoneResource, s3: S3Resource, alerts: AlertsResource
+    context: dg.SensorEvaluationContext, landing: LandingZoneResource, alerts: AlertsResource
 ) -> dg.SensorResult:
-    return evaluate_landing(context, landing, s3, alerts)
+    return evaluate_landing(context, landing, alerts)
 
 
 # -- the restatement sensor -----------------------------------------------------------------------------------------
 
 
 def evaluate_restatement(
-    context: dg.SensorEvaluationContext, landing: LandingZoneResource, s3: S3Resource, now: float | None = None
+    context: dg.SensorEvaluationContext, landing: LandingZoneResource, now: float | None = None
 ) -> dg.SensorResult:
     """Like the landing sensor, but for new versions of loaded days; rejected drops are the landing sensor's to
     report."""
     now = time.time() if now is None else now
     state = WatchState.from_cursor(context.cursor)
-    scan = scan_landing(landing_store(landing, s3), state.listing, now, state.reported_incomplete)
+    scan = scan_landing(landing_store(landing), state.listing, now, state.reported_incomplete)
     candidates = latest_per_day([*state.pending, *(d for d in scan.complete if d.version > 1)])
     loaded = loaded_versions(context.instance, list(candidates))
     restated = {day: drop for day, drop in candidates.items() if day in loaded and drop.version > loaded[day]}
@@ -379,10 +377,8 @@ def evaluate_restatement(
     minimum_interval_seconds=SENSOR_INTERVAL_SECONDS,
     default_status=dg.DefaultSensorStatus.RUNNING,
 )
-def lending_restatement_sensor(
-    context: dg.SensorEvaluationContext, landing: LandingZoneResource, s3: S3Resource
-) -> dg.SensorResult:
-    return evaluate_restatement(context, landing, s3)
+def lending_restatement_sensor(context: dg.SensorEvaluationContext, landing: LandingZoneResource) -> dg.SensorResult:
+    return evaluate_restatement(context, landing)
 
 
 # -- the daily deadline schedule ------------------------------------------------------------------------------------

@@ -44,7 +44,7 @@ import pytest
 import yaml
 from dagster._core.execution.backfill import BULK_ACTION_TERMINAL_STATUSES, PartitionBackfill
 
-from assets import lending_assets
+from assets.lending.domain import lending
 from assets.lending.landing import LandingZone, LandingZoneResource
 from assets.lending.schedule import business_days
 from assets.lending.simulator import simulate
@@ -348,7 +348,7 @@ HISTORY_LAST_DAY = date(2023, 2, 1)
 BACKFILL_FIRST_DAY = date(2023, 2, 2)
 BACKFILL_LAST_DAY = date(2023, 2, 15)
 BACKFILL_DAYS = list(business_days(BACKFILL_FIRST_DAY, BACKFILL_LAST_DAY))
-BACKFILL_SELECTION = "group:raw"
+BACKFILL_SELECTION = "group:lending_raw"
 SIMULATION = SimulationConfig(seed=7, start=HISTORY_FIRST_DAY, scale=0.02)
 
 
@@ -365,7 +365,7 @@ def lending_resources(stack: DagsterStack, spark: SparkResource) -> dict[str, ob
 def load_history(stack: DagsterStack, spark: SparkResource) -> None:
     """The days before the backfill, as one range run recorded in the stack's instance (the sensors see them)."""
     result = dg.materialize(
-        lending_assets,
+        lending.registered_assets(),
         resources=lending_resources(stack, spark),
         instance=stack.instance(),
         tags={
@@ -378,7 +378,7 @@ def load_history(stack: DagsterStack, spark: SparkResource) -> None:
 
 @dataclass(frozen=True)
 class LendingBackfill:
-    """A stack whose lending pipeline was backfilled by ``batch-platform backfill group:raw --downstream``."""
+    """A stack whose lending pipeline was backfilled by ``batch-platform backfill group:lending_raw --downstream``."""
 
     stack: DagsterStack
     landing: LandingZone

@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 import dagster as dg
 from dagster._core.definitions.sensor_definition import SensorExecutionData
 
-from assets import lending_assets
+from assets.lending.domain import lending
 from assets.lending.landing import LandingZone, LandingZoneResource
 from assets.lending.raw import raw_assets
 from assets.lending.tables import LENDING_PARTITIONS
@@ -20,7 +20,6 @@ from batch_platform.alerts import LogFileAlerts
 from batch_platform.lake import IcebergLakeResource
 from batch_platform.pii import PiiTokenizer
 from batch_platform.spark import SparkResource
-from resources import LandingS3Resource
 from sensors.lending import (
     evaluate_daily_deadline,
     lending_daily_job,
@@ -30,7 +29,7 @@ from sensors.lending import (
 )
 
 DEFS = dg.Definitions(
-    assets=lending_assets,
+    assets=lending.registered_assets(),
     sensors=[lending_landing_sensor, lending_restatement_sensor],
     schedules=[lending_daily_schedule],
     jobs=[lending_daily_job],
@@ -40,7 +39,6 @@ DEFS = dg.Definitions(
         "spark": SparkResource(),
         "landing": LandingZoneResource(),
         "pii": PiiTokenizer(key="sensor-tests-never-tokenize"),
-        "s3": LandingS3Resource(),
         "alerts": LogFileAlerts(),
     },
 )
@@ -64,7 +62,6 @@ class LendingAutomation:
         self.alerts_file = root / "alerts.jsonl"
         self.resources = {
             "landing": LandingZoneResource(uri=str(root / "landing")),
-            "s3": LandingS3Resource(),
             "alerts": LogFileAlerts(path=str(self.alerts_file)),
         }
 

@@ -30,7 +30,7 @@ from dagster_stack import (  # noqa: F401 - lending_backfill_fixture registers t
 )
 from graphql import parse, validate
 
-from assets import lending_assets
+from assets.lending.domain import lending
 from assets.lending.landing import LandingZone, complete_versions, read_drop
 from assets.lending.raw import CATEGORIES
 from assets.lending.simulator import write_correction, write_tables
@@ -57,10 +57,10 @@ from batch_platform.backfill_cli import (
     main,
     plan_backfill,
 )
-from batch_platform.definitions import build_definitions
 from batch_platform.lake import IcebergLakeResource, LakeTable
 from batch_platform.partitions import business_day_partitions, daily_partitions
 from batch_platform.spark import SparkResource
+from definitions import build_definitions
 from sensors.lending import RESTATEMENT_TAG
 
 # The module's stack runs a real backfill (minutes on 2 busy cores) in the first end-to-end test's setup.
@@ -80,8 +80,8 @@ def test_an_unknown_selection_exits_2_naming_it(capsys: pytest.CaptureFixture[st
 
 
 def test_an_unparseable_selection_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["group:raw)((", "--from", "2023-01-03", "--to", "2023-01-13"]) == EXIT_BAD_INPUT
-    assert "invalid asset selection 'group:raw)(('" in capsys.readouterr().err
+    assert main(["group:lending_raw)((", "--from", "2023-01-03", "--to", "2023-01-13"]) == EXIT_BAD_INPUT
+    assert "invalid asset selection 'group:lending_raw)(('" in capsys.readouterr().err
 
 
 def test_a_range_before_the_first_partition_exits_2_naming_the_asset_and_its_partitions(
@@ -158,7 +158,7 @@ def test_an_unreachable_webserver_exits_3_naming_the_url(capsys: pytest.CaptureF
 
 def lending_asset_keys() -> set[dg.AssetKey]:
     graph = build_definitions().resolve_asset_graph()
-    return set(dg.AssetSelection.groups("raw", "core", "reporting").resolve(graph))
+    return set(lending.selection("raw", "core", "reporting").resolve(graph))
 
 
 def test_the_command_submits_one_backfill_and_exits_0_when_it_succeeds(lending_backfill: LendingBackfill) -> None:
@@ -294,7 +294,7 @@ def test_a_corrected_day_flows_through_one_sensor_backfill_to_tables_equal_to_a_
     # From scratch: a new lake built over the corrected landing, the lender's whole history in one range run.
     rebuilt = IcebergLakeResource(data_dir=str(tmp_path / "rebuild"))
     result = dg.materialize(
-        lending_assets,
+        lending.registered_assets(),
         resources={**lending_resources(stack, spark_resource), "lake": rebuilt},
         instance=dg.DagsterInstance.ephemeral(),
         tags={
@@ -353,7 +353,7 @@ def test_a_restated_merchant_category_reaches_later_days_loans_and_merchant_perf
 
     rebuilt = IcebergLakeResource(data_dir=str(tmp_path / "rebuild"))
     result = dg.materialize(
-        lending_assets,
+        lending.assets,
         resources={**lending_resources(stack, spark_resource), "lake": rebuilt},
         instance=dg.DagsterInstance.ephemeral(),
         tags={

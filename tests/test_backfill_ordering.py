@@ -64,7 +64,7 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkspacePro
         launcher = {"module": "dagster._core.test_utils", "class": "MockedRunLauncher"}
         with instance_for_test(overrides={"run_launcher": launcher}) as instance:
             target = ModuleTarget(
-                module_name="batch_platform.definitions",
+                module_name="definitions",
                 attribute="defs",
                 working_directory=str(PROJECT_ROOT),
                 location_name="batch_platform",

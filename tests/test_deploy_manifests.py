@@ -33,7 +33,6 @@ from referencing import Registry, Resource
 from referencing.exceptions import NoSuchResource
 from referencing.jsonschema import DRAFT202012
 
-from assets import all_assets
 from batch_platform.compute import (
     COMPUTE_PROFILE_TAG,
     COMPUTE_PROFILES,
@@ -45,6 +44,7 @@ from batch_platform.compute import (
     SPOT_POOL,
     ComputeProfileRunCoordinator,
 )
+from definitions import DOMAINS, OPTIONAL_DOMAINS
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
@@ -575,7 +575,7 @@ def test_helm_values_render_the_same_instance_as_deploy_dagster_yaml() -> None:
 def test_webserver_and_daemon_run_the_code_location_image_that_holds_the_run_coordinator() -> None:
     values = helm_values()
     (deployment,) = values["dagster-user-deployments"]["deployments"]
-    assert deployment["dagsterApiGrpcArgs"] == ["--module-name", "batch_platform.definitions"]
+    assert deployment["dagsterApiGrpcArgs"] == ["--module-name", "definitions"]
     assert values["dagsterWebserver"]["image"] == deployment["image"] == values["dagsterDaemon"]["image"]
     assert values["dagsterWebserver"]["enableReadOnly"] is True
 
@@ -735,14 +735,10 @@ def test_warehouse_policy_grants_the_warehouse_prefix_and_the_lake_databases_onl
     assert objects["Resource"] == f"arn:aws:s3:::{bucket}/{prefix}/*"
     glue = statement(document, "IcebergTablesInTheLakeDatabase")
     assert all(a.startswith("glue:") and not a.startswith("glue:Delete") for a in as_list(glue["Action"]))
-    # Every lake namespace of the code location is a Glue database (pyiceberg's Glue catalog); the policy names
-    # exactly those, and their tables.
-    namespaces = {
-        str(meta["iceberg/table"]).split(".")[0]
-        for asset in all_assets
-        for meta in asset.metadata_by_key.values()
-        if "iceberg/table" in meta
-    }
+    # Every lake namespace of the code location's domains (optional ones too: a deployment may register them) is a
+    # Glue database (pyiceberg's Glue catalog); the policy names exactly those, and their tables.
+    # (A Domain refuses an asset writing a table missing from its lake_tables.)
+    namespaces = {table.namespace for domain in [*DOMAINS, *OPTIONAL_DOMAINS] for table in domain.lake_tables}
     arns = as_list(glue["Resource"])
     region_account = {":".join(arn.split(":")[3:5]) for arn in arns}
     assert len(region_account) == 1

@@ -166,7 +166,7 @@ def quarantine_of(lake: IcebergLakeResource, dataset: str) -> list[dict[str, obj
 def test_one_asset_declares_every_raw_table_with_a_blocking_row_count_check_and_a_held_back_warning() -> None:
     keys = {RAW_TABLES[d].asset_key for d in DATASETS} | {RAW_QUARANTINE.asset_key}
     assert set(raw_landing_drop.keys) == keys
-    assert raw_landing_drop.op.pool == "raw-landing"
+    assert raw_landing_drop.op.pool == "lending-raw-landing"  # the domain's own pool
     assert not raw_landing_drop.can_subset
     assert raw_landing_drop.partitions_def == LENDING_PARTITIONS
     for key in keys:

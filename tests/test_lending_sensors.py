@@ -21,14 +21,13 @@ from lending_automation import (
     single_run_request,
 )
 
-from assets.lending.landing import LandingZone, LandingZoneResource
+from assets.lending.landing import LandingZone, LandingZoneResource, complete_versions
 from assets.lending.raw import raw_assets
 from assets.lending.schedule import business_days
 from assets.lending.simulator import simulate, write_correction
 from assets.lending.tables import CORE_LOAN_DAILY_STATUS, CORE_LOANS, RAW_TABLES
 from assets.lending.world import SimulationConfig
 from batch_platform.listing import ListingCursor, LocalObjects, S3Objects
-from resources import LandingS3Resource
 from sensors.lending import (
     DROP_TAG,
     RESTATEMENT_TAG,
@@ -227,13 +226,12 @@ def test_the_landing_sensor_lists_an_s3_prefix_page_by_page(
     scan = scan_landing(store, ListingCursor(), time.time())
     assert [d.business_date for d in scan.complete] == [str(DAYS[0]), str(DAYS[1])]
 
-    world.resources = {
-        **world.resources,
-        "landing": LandingZoneResource(uri="s3://landing/drops"),
-        "s3": LandingS3Resource(endpoint_url=moto_endpoint, region_name="eu-west-1"),
-    }
+    # One landing configuration (root, endpoint, region) serves the sensors' listing and the raw load's reads.
+    landing = LandingZoneResource(uri="s3://landing/drops", s3_endpoint=moto_endpoint, region="eu-west-1")
+    world.resources = {**world.resources, "landing": landing}
     request = single_run_request(world.tick(lending_landing_sensor))
     assert backfill_targets(request)[RAW_TABLES["loans"].asset_key] == [str(DAYS[0]), str(DAYS[1])]
+    assert complete_versions(landing.zone(), DAYS[1]) == [1]
 
 
 # -- the deadline schedule ----------------------------------------------------------------------------------------

@@ -66,7 +66,7 @@ FAILED_TIMEOUT_S = 120.0
 BACKFILL_TIMEOUT_S = 1200.0
 ALERT_TIMEOUT_S = 180.0
 # The operator's backfill of the issue: raw and core (reporting would add a run and minutes, and no new case).
-SELECTION = "group:raw or group:core"
+SELECTION = "group:lending_raw or group:lending_core"
 LAKE_TABLES = [*RAW_TABLES.values(), RAW_QUARANTINE, *CORE_TABLES]
 
 

@@ -65,6 +65,7 @@ from batch_platform.lake import IcebergLakeResource, LakeTable, Lineage
 from batch_platform.lake.maintenance import build_maintenance_job, maintenance_run_config, reachable_files
 from batch_platform.lake.spark_catalog import attach_lake_catalog
 from batch_platform.spark import SparkResource, with_s3a_endpoint_settings
+from definitions import build_definitions
 from resources import (
     ALERT_WEBHOOK_URL_ENV,
     AWS_DEFAULT_CREDENTIALS_PROVIDER,
@@ -437,7 +438,7 @@ def test_one_business_day_in_prod_mode_lands_from_s3_writes_s3_through_s3a_and_r
 
     result = dg.materialize(
         [*raw_assets, *core_assets, *reporting_assets],
-        resources=prod_resources(),  # EnvVars, resolved when the run starts
+        resources=build_definitions("PROD").resources,  # the shared and the domain's, EnvVars resolved at run start
         instance=postgres_instance,
         partition_key=LENDING_DAY,
     )

@@ -4,8 +4,8 @@ recent history, and references to rows that were quarantined.
 The raw load (``assets.lending.raw``) applies them to each drop before anything is written:
 
 * **Dates.** Every dated field is declared in ``world.DATE_FIELDS`` with its rule; a row breaking one is
-  quarantined with a reason naming the field, the date and the bounds. The window is the simulator's
-  ``drop_window`` for the lender the raw tables are partitioned for, so a calendar change there applies here.
+  quarantined with a reason naming the field, the date and the bounds. The window is the landing contract's
+  ``drop_window`` (``landing.py``, which the simulator writes by) for the lender the raw tables are partitioned for.
 * **Volumes.** A dataset whose row count is far outside its last loaded business days fails the drop, unless the
   manifest declares it (``"expected_anomalies": {"payments": "reason"}``). History is read from the lake's
   partition statistics (Iceberg manifests, no data files): the current state of the raw tables, restatements
@@ -32,17 +32,15 @@ import pyarrow.compute as pc
 from pyiceberg.exceptions import NoSuchTableError
 from pyiceberg.expressions import And, In
 
+from assets.lending.landing import drop_window
 from assets.lending.schedule import MAX_TERM_MONTHS, add_months
-from assets.lending.simulator import drop_window
 from assets.lending.tables import LENDING_START, PARTITION, RAW_QUARANTINE, RAW_TABLES
-from assets.lending.world import DATASETS, DATE_FIELDS, DateRule, SimulationConfig
+from assets.lending.world import DATASETS, DATE_FIELDS, DateRule
 from batch_platform.lake import IcebergLakeResource, LakeTable
 from batch_platform.lake.selection import PartitionSelection, iceberg_filter
 
 HELD_BACK_BY_QUARANTINE = "rows_held_back_by_quarantine"
 LENDER_START = date.fromisoformat(LENDING_START)
-# drop_window reads only the lender's first day from a simulation config (and the calendar): the seed is unused.
-_LENDER = SimulationConfig(seed=0, start=LENDER_START)
 _MICROS_PER_DAY = 86_400_000_000
 
 
@@ -50,8 +48,8 @@ _MICROS_PER_DAY = 86_400_000_000
 
 
 def expected_window(business_date: date) -> tuple[date, date]:
-    """The calendar days whose events the business date's drop carries (the simulator's ``drop_window``)."""
-    return drop_window(_LENDER, business_date)
+    """The calendar days whose events the business date's drop carries (the landing contract's ``drop_window``)."""
+    return drop_window(business_date, LENDER_START)
 
 
 def date_bounds(rule: DateRule, business_date: date) -> tuple[date | None, date]:

@@ -20,7 +20,7 @@ import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,8 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 from pydantic import Field
 
+from assets.lending.schedule import is_business_day, previous_business_day
+from batch_platform.listing import LocalObjects, ObjectStore, S3Objects
 from batch_platform.settings import data_dir
 
 DATASET_VERSION = "pos-lending-v1"
@@ -103,7 +105,11 @@ def default_landing_dir() -> Path:
 
 
 class LandingZoneResource(dg.ConfigurableResource):
-    """The landing zone the raw assets read: a local folder or ``s3://bucket/prefix``.
+    """The landing zone: a local folder or ``s3://bucket/prefix``, the one configuration of where drops land.
+
+    The raw load reads drops through ``zone()`` (a pyarrow filesystem); the sensors list it through
+    ``object_store()`` (boto3 for S3, pages of keys with sizes and modification times). Both use the same root,
+    endpoint and region.
 
     Unset, it is ``<data dir>/landing``, where the simulator's ``main`` writes by default; the data dir is read when
     a run asks for the zone, never at import, so a code server needs no local folder.
@@ -123,6 +129,25 @@ class LandingZoneResource(dg.ConfigurableResource):
         if not self.uri:
             return LandingZone.local(default_landing_dir())
         return LandingZone.from_uri(self.uri, s3_endpoint=self.s3_endpoint, region=self.region)
+
+    def s3_client(self) -> Any:
+        """A boto3 S3 client with this zone's endpoint and region (empty: AWS's, and the default chain's region)."""
+        import boto3
+        from botocore.config import Config
+
+        return boto3.session.Session().client(
+            "s3",
+            endpoint_url=self.s3_endpoint or None,
+            region_name=self.region or None,
+            config=Config(retries={"max_attempts": 5, "mode": "standard"}),
+        )
+
+    def object_store(self, page_size: int = 1000) -> ObjectStore:
+        """The zone as the sensors list it; a local folder never creates an S3 client."""
+        location = self.location()
+        if location.startswith("s3://"):
+            return S3Objects.from_uri(self.s3_client(), location, page_size=page_size)
+        return LocalObjects(location)
 
 
 @dataclass(frozen=True)
@@ -178,6 +203,18 @@ def _expected_anomalies(declared: Any) -> tuple[tuple[str, str], ...]:
     ):
         raise TypeError(f"expected_anomalies must map dataset names to non-empty reasons, not {declared!r}")
     return tuple(sorted(declared.items()))
+
+
+def drop_window(business_date: date, lender_start: date) -> tuple[date, date]:
+    """The calendar days whose events the business date's drop carries: after the previous business day (so the
+    weekend's and a holiday's events come with the next business day's drop), from the lender's first day on.
+
+    The contract both sides keep: the simulator writes drops by it and the raw load checks dates against it."""
+    if not is_business_day(business_date):
+        raise ValueError(f"{business_date} is not a business day (a weekend or a Federal Reserve holiday): no drop")
+    if business_date < lender_start:
+        raise ValueError(f"{business_date} is before the simulated lender's start {lender_start}")
+    return max(previous_business_day(business_date) + timedelta(days=1), lender_start), business_date
 
 
 def drop_prefix(business_date: date, version: int) -> str:

@@ -25,6 +25,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from assets.lending import DOMAIN
 from assets.lending.contract import (
     PARENTS,
     REFERENCES,
@@ -64,6 +65,7 @@ from assets.lending.world import (
 )
 from batch_platform.assets import column_schema
 from batch_platform.compute import COMPUTE_PROFILE_TAG, DEFAULT_PROFILE, profile_tags
+from batch_platform.domain import domain_pool
 from batch_platform.inputs import LakeInput, before_this_partition
 from batch_platform.lake import IcebergLakeResource, LakeTable, Lineage
 from batch_platform.lake.selection import PartitionSelection
@@ -71,7 +73,7 @@ from batch_platform.partitions import partition_keys
 
 # One step writes every raw table, so they share one pool (limit 1 by default): two runs never replace the same
 # raw partition at once. The tables' own pools have no other writer.
-RAW_LANDING_POOL = "raw-landing"
+RAW_LANDING_POOL = domain_pool(DOMAIN, "raw-landing")
 ROWS_MATCH_MANIFEST = "rows_match_manifest"
 MAX_APR_BPS = 3600  # the lender's legal APR cap, 36%
 MAX_REASONS_IN_METADATA = 5
@@ -520,7 +522,7 @@ def _spec(table: LakeTable, reads: Sequence[LakeInput]) -> dg.AssetSpec:
     return dg.AssetSpec(
         key=table.asset_key,
         description=table.description or None,
-        group_name="raw",
+        group_name="raw",  # the layer; registration makes it the domain's group, lending_raw
         kinds={"iceberg"},
         tags={COMPUTE_PROFILE_TAG: DEFAULT_PROFILE},
         deps=[r.dep(partitioned=True) for r in reads],

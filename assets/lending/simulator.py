@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
-from datetime import date, timedelta
+from datetime import date
 from typing import Any
 
 import numpy as np
@@ -39,7 +39,8 @@ from assets.lending.landing import (
     read_manifest,
     write_drop,
 )
-from assets.lending.schedule import business_days, epoch_day, is_business_day, previous_business_day
+from assets.lending.landing import drop_window as landing_drop_window
+from assets.lending.schedule import business_days, epoch_day
 from assets.lending.tables import LENDING_START
 from assets.lending.world import (
     DATASETS,
@@ -84,13 +85,9 @@ _CORRECTED_SHARE = 0.005
 
 
 def drop_window(config: SimulationConfig, business_date: date) -> tuple[date, date]:
-    """The calendar days whose events the business date's drop carries: after the previous business day (so the
-    weekend's and a holiday's events come with the next business day's drop)."""
-    if not is_business_day(business_date):
-        raise ValueError(f"{business_date} is not a business day (a weekend or a Federal Reserve holiday): no drop")
-    if business_date < config.start:
-        raise ValueError(f"{business_date} is before the simulated lender's start {config.start}")
-    return max(previous_business_day(business_date) + timedelta(days=1), config.start), business_date
+    """The calendar days whose events the business date's drop carries (the landing contract's ``drop_window`` for
+    the simulated lender)."""
+    return landing_drop_window(business_date, config.start)
 
 
 def build_drop(
