@@ -67,11 +67,12 @@ from dagster._core.storage.tags import (
 )
 from pyspark.sql import SparkSession
 
+from assets.lending.contract import LENDING_START
 from assets.lending.core import CORE_BACKFILL, core_assets
 from assets.lending.landing import LandingZone, LandingZoneResource, drop_prefix
 from assets.lending.raw import raw_assets
 from assets.lending.simulator import simulate
-from assets.lending.tables import CORE_LOAN_DAILY_STATUS, CORE_TABLES, LENDING_PARTITIONS, LENDING_START
+from assets.lending.tables import CORE_LOAN_DAILY_STATUS, CORE_TABLES, LENDING_PARTITIONS
 from assets.lending.world import SimulationConfig
 from batch_platform.lake import IcebergLakeResource
 from batch_platform.pii import PiiTokenizer

@@ -48,11 +48,11 @@ import dagster as dg
 from moto.server import ThreadedMotoServer
 
 import sensors.lending as lending_sensors
+from assets.lending.contract import LENDING_START, business_days
 from assets.lending.domain import lending
 from assets.lending.landing import LandingZone, LandingZoneResource, drop_prefix
-from assets.lending.schedule import business_days
 from assets.lending.simulator import simulate, write_correction
-from assets.lending.tables import LENDING_PARTITIONS, LENDING_START
+from assets.lending.tables import LENDING_PARTITIONS
 from assets.lending.world import SimulationConfig
 from batch_platform.alerts import LogFileAlerts
 from batch_platform.lake import IcebergLakeResource

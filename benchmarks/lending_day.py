@@ -45,11 +45,12 @@ import pyiceberg
 import pyspark
 from pyspark.sql import SparkSession
 
+from assets.lending.contract import CATEGORIES, LENDING_START, REGIONS, RISK_BANDS, business_days, previous_business_day
 from assets.lending.landing import LandingZone, LandingZoneResource, read_drop
-from assets.lending.schedule import TERMS_MONTHS, business_days, due_dates, epoch_day, previous_business_day
+from assets.lending.schedule import TERMS_MONTHS, due_dates, epoch_day
 from assets.lending.simulator import drop_window, simulate
-from assets.lending.tables import CORE_LOANS, CORE_MERCHANTS, LENDING_START
-from assets.lending.world import CATEGORIES, ID_BLOCK, REGIONS, RISK_BANDS, SimulationConfig, World
+from assets.lending.tables import CORE_LOANS, CORE_MERCHANTS
+from assets.lending.world import ID_BLOCK, SimulationConfig, World
 from batch_platform.lake import IcebergLakeResource, Lineage
 from batch_platform.pii import PiiTokenizer
 from batch_platform.spark import SparkResource

@@ -28,9 +28,9 @@ from zoneinfo import ZoneInfo
 import dagster as dg
 
 from assets.lending import DOMAIN
+from assets.lending.contract import LENDING_START, previous_business_day
 from assets.lending.landing import DATASET_VERSION, MANIFEST_NAME, DropInfo, LandingZoneResource
-from assets.lending.schedule import previous_business_day
-from assets.lending.tables import LENDING_PARTITIONS, LENDING_START, RAW_QUARANTINE, RAW_TABLES
+from assets.lending.tables import LENDING_PARTITIONS, RAW_QUARANTINE, RAW_TABLES
 from batch_platform.alerts import Alert, AlertSeverity, AlertsResource
 from batch_platform.automation import backfill_request, downstream_closure, in_flight, latest_materializations
 from batch_platform.domain import layer_selection

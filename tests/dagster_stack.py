@@ -44,9 +44,9 @@ import pytest
 import yaml
 from dagster._core.execution.backfill import BULK_ACTION_TERMINAL_STATUSES, PartitionBackfill
 
+from assets.lending.contract import business_days
 from assets.lending.domain import lending
 from assets.lending.landing import LandingZone, LandingZoneResource
-from assets.lending.schedule import business_days
 from assets.lending.simulator import simulate
 from assets.lending.world import SimulationConfig
 from batch_platform.backfill_cli import BACKFILL_ID_PREFIX, WEBSERVER_URL_ENV, DagsterWebserverClient

@@ -30,9 +30,9 @@ from dagster_stack import (  # noqa: F401 - lending_backfill_fixture registers t
 )
 from graphql import parse, validate
 
+from assets.lending.contract import CATEGORIES
 from assets.lending.domain import lending
 from assets.lending.landing import LandingZone, complete_versions, read_drop
-from assets.lending.raw import CATEGORIES
 from assets.lending.simulator import write_correction, write_tables
 from assets.lending.tables import (
     CORE_LEDGER_ENTRIES,

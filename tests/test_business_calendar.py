@@ -29,19 +29,13 @@ from lending_automation import (
 )
 from pyspark.sql import SparkSession
 
+from assets.lending.contract import LENDING_CALENDAR, LENDING_START, business_days
 from assets.lending.core import core_assets
 from assets.lending.landing import LandingZone, LandingZoneResource, complete_versions, read_drop, write_drop
 from assets.lending.raw import raw_assets
 from assets.lending.reporting import reporting_assets
-from assets.lending.schedule import LENDING_CALENDAR, business_days
 from assets.lending.simulator import build_drop, drop_window, simulate, write_correction
-from assets.lending.tables import (
-    CORE_LEDGER_ENTRIES,
-    CORE_LOAN_DAILY_STATUS,
-    LENDING_PARTITIONS,
-    LENDING_START,
-    RAW_TABLES,
-)
+from assets.lending.tables import CORE_LEDGER_ENTRIES, CORE_LOAN_DAILY_STATUS, LENDING_PARTITIONS, RAW_TABLES
 from assets.lending.world import SimulationConfig
 from batch_platform.business_calendar import BusinessCalendar, federal_reserve_holidays, financial_market_holidays
 from batch_platform.freshness import due_partition

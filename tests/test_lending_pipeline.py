@@ -19,18 +19,13 @@ import pyarrow.compute as pc
 import pytest
 from pyspark.sql import SparkSession
 
+from assets.lending.contract import LENDING_START, business_days
 from assets.lending.core import core_assets
 from assets.lending.landing import LandingZone, LandingZoneResource, read_drop
 from assets.lending.raw import raw_assets
 from assets.lending.reporting import reporting_assets
-from assets.lending.schedule import business_days
 from assets.lending.simulator import simulate
-from assets.lending.tables import (
-    CORE_LEDGER_ENTRIES,
-    CORE_LOAN_DAILY_STATUS,
-    LENDING_START,
-    REPORTING_PORTFOLIO_DAILY,
-)
+from assets.lending.tables import CORE_LEDGER_ENTRIES, CORE_LOAN_DAILY_STATUS, REPORTING_PORTFOLIO_DAILY
 from assets.lending.world import SimulationConfig
 from batch_platform.lake import IcebergLakeResource
 from batch_platform.pii import PiiTokenizer

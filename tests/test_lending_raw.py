@@ -15,7 +15,7 @@ import pytest
 from pyiceberg.exceptions import NoSuchTableError
 
 from assets.lending import raw
-from assets.lending.contract import HELD_BACK_BY_QUARANTINE, REFERENCES
+from assets.lending.contract import DATASETS
 from assets.lending.landing import (
     MANIFEST_NAME,
     LandingZone,
@@ -33,9 +33,10 @@ from assets.lending.raw import (
     parse_dataset,
     raw_landing_drop,
 )
+from assets.lending.raw_rules import HELD_BACK_BY_QUARANTINE, REFERENCES
 from assets.lending.simulator import SimulationConfig, build_drop, simulate, write_correction
 from assets.lending.tables import LENDING_PARTITIONS, RAW_QUARANTINE, RAW_TABLES
-from assets.lending.world import DATASETS, World
+from assets.lending.world import World
 from batch_platform.lake import IcebergLakeResource, LakeTable
 from batch_platform.lake.commit import SUMMARY_RUN_ID
 

@@ -14,7 +14,11 @@ import pytest
 from pyspark.sql import SparkSession
 from test_lending_raw import failure_message, landing_bytes, replace_column, snapshots_of_run
 
-from assets.lending.contract import (
+from assets.lending.contract import DATASETS, DATE_FIELDS, EVENT_DATE_COLUMN, SCHEMAS, DateRule, business_days
+from assets.lending.core import LOANS, MERCHANTS, REFERENCES_A_LOAN, REFUNDS, REPAYMENT_SCHEDULE
+from assets.lending.landing import DropInfo, LandingZone, LandingZoneResource, read_drop, write_drop
+from assets.lending.raw import ROWS_MATCH_MANIFEST, parse_dataset, raw_landing_drop
+from assets.lending.raw_rules import (
     HELD_BACK_BY_QUARANTINE,
     QuarantinedParents,
     RecentVolumes,
@@ -23,13 +27,9 @@ from assets.lending.contract import (
     date_violations,
     expected_window,
 )
-from assets.lending.core import LOANS, MERCHANTS, REFERENCES_A_LOAN, REFUNDS, REPAYMENT_SCHEDULE
-from assets.lending.landing import DropInfo, LandingZone, LandingZoneResource, read_drop, write_drop
-from assets.lending.raw import ROWS_MATCH_MANIFEST, parse_dataset, raw_landing_drop
-from assets.lending.schedule import business_days
 from assets.lending.simulator import SimulationConfig, build_drop, simulate, write_tables
 from assets.lending.tables import CORE_REFUNDS, CORE_REPAYMENT_SCHEDULE, RAW_QUARANTINE, RAW_TABLES
-from assets.lending.world import DATASETS, DATE_FIELDS, EVENT_DATE_COLUMN, SCHEMAS, DateRule, World
+from assets.lending.world import World
 from batch_platform.datasets import lake_dataset_asset
 from batch_platform.lake import IcebergLakeResource
 from batch_platform.spark import SparkResource

@@ -21,9 +21,9 @@ from lending_automation import (
     single_run_request,
 )
 
+from assets.lending.contract import business_days
 from assets.lending.landing import LandingZone, LandingZoneResource, complete_versions
 from assets.lending.raw import raw_assets
-from assets.lending.schedule import business_days
 from assets.lending.simulator import simulate, write_correction
 from assets.lending.tables import CORE_LOAN_DAILY_STATUS, CORE_LOANS, RAW_TABLES
 from assets.lending.world import SimulationConfig

@@ -17,6 +17,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
 
+from assets.lending.contract import RISK_BANDS
 from assets.lending.landing import MANIFEST_NAME, DropInfo, parquet_bytes, write_drop
 from assets.lending.schedule import amortize, epoch_day
 from assets.lending.simulator import (
@@ -33,7 +34,7 @@ from assets.lending.simulator import (
     simulate,
     write_correction,
 )
-from assets.lending.world import RISK_BANDS, World
+from assets.lending.world import World
 
 # A small lender, from its first day until its first charge-offs and recoveries have landed (about 200 drops).
 SMALL = SimulationConfig(seed=3, start=DEFAULT_WORLD_START, scale=0.05)

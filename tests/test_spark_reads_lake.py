@@ -29,13 +29,12 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 import assets.lending.tables as lending_tables
+from assets.lending.contract import LENDING_START, business_days
 from assets.lending.core import core_assets
 from assets.lending.landing import LandingZone, LandingZoneResource
 from assets.lending.raw import raw_assets
 from assets.lending.reporting import reporting_assets
-from assets.lending.schedule import business_days
 from assets.lending.simulator import simulate
-from assets.lending.tables import LENDING_START
 from assets.lending.world import SimulationConfig
 from batch_platform import spark_jars
 from batch_platform.lake import IcebergLakeResource, LakeTable, Lineage

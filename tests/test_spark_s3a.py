@@ -44,6 +44,7 @@ from test_lake_crash_safety import (
     wait_for_marker,
 )
 
+from assets.lending.contract import DATASETS, LENDING_START
 from assets.lending.core import LOAN_BOOK_INPUTS, core_assets
 from assets.lending.landing import LandingZone
 from assets.lending.raw import raw_assets
@@ -53,14 +54,13 @@ from assets.lending.tables import (
     CORE_LOAN_DAILY_STATUS,
     CORE_LOANS,
     CORE_TABLES,
-    LENDING_START,
     RAW_QUARANTINE,
     RAW_TABLES,
     REPORTING_MERCHANT_PERFORMANCE,
     REPORTING_PORTFOLIO_DAILY,
     REPORTING_VINTAGE_CURVES,
 )
-from assets.lending.world import DATASETS, SimulationConfig
+from assets.lending.world import SimulationConfig
 from batch_platform.lake import IcebergLakeResource, LakeTable, Lineage
 from batch_platform.lake.maintenance import build_maintenance_job, maintenance_run_config, reachable_files
 from batch_platform.lake.spark_catalog import attach_lake_catalog

@@ -13,7 +13,7 @@ import dagster as dg
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
-from assets.lending.schedule import previous_business_day
+from assets.lending.contract import MAX_APR_BPS, MONEY_SQL, previous_business_day
 from assets.lending.tables import (
     CORE_APPLICATIONS,
     CORE_CHARGE_OFFS,
@@ -36,7 +36,7 @@ from batch_platform.inputs import LakeInput, previous, up_to_this_partition
 from batch_platform.lake import LakeTable
 from batch_platform.pii import PiiTokenizer
 
-MONEY = "decimal(18,2)"
+MONEY = MONEY_SQL
 # A multi-partition backfill run processes up to a month of business days in one Spark job and one commit.
 CORE_BACKFILL = dg.BackfillPolicy.multi_run(max_partitions_per_run=23)
 
@@ -137,7 +137,7 @@ APPLICATIONS = core_dataset(
         rows_satisfy(
             "offered_apr_in_bounds",
             "offered APR is within 0-36% when offered",
-            lambda: F.col("offered_apr_bps").isNull() | F.col("offered_apr_bps").between(0, 3600),
+            lambda: F.col("offered_apr_bps").isNull() | F.col("offered_apr_bps").between(0, MAX_APR_BPS),
         ),
     ],
 )
@@ -212,7 +212,7 @@ def loans_frame(rows: DataFrame, merchants: DataFrame) -> DataFrame:
 LOAN_AUDITS: list[Audit] = [
     unique("loan_id"),
     rows_satisfy("principal_positive", "loans have a positive principal", lambda: F.col("principal") > 0),
-    rows_satisfy("apr_in_bounds", "APR is within 0-36%", lambda: F.col("apr_bps").between(0, 3600)),
+    rows_satisfy("apr_in_bounds", "APR is within 0-36%", lambda: F.col("apr_bps").between(0, MAX_APR_BPS)),
     rows_satisfy("term_is_offered", "term is 3, 6, 12 or 24 months", lambda: F.col("term_months").isin(3, 6, 12, 24)),
 ]
 

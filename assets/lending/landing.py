@@ -20,7 +20,7 @@ import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,6 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 from pydantic import Field
 
-from assets.lending.schedule import is_business_day, previous_business_day
 from batch_platform.listing import LocalObjects, ObjectStore, S3Objects
 from batch_platform.settings import data_dir
 
@@ -203,18 +202,6 @@ def _expected_anomalies(declared: Any) -> tuple[tuple[str, str], ...]:
     ):
         raise TypeError(f"expected_anomalies must map dataset names to non-empty reasons, not {declared!r}")
     return tuple(sorted(declared.items()))
-
-
-def drop_window(business_date: date, lender_start: date) -> tuple[date, date]:
-    """The calendar days whose events the business date's drop carries: after the previous business day (so the
-    weekend's and a holiday's events come with the next business day's drop), from the lender's first day on.
-
-    The contract both sides keep: the simulator writes drops by it and the raw load checks dates against it."""
-    if not is_business_day(business_date):
-        raise ValueError(f"{business_date} is not a business day (a weekend or a Federal Reserve holiday): no drop")
-    if business_date < lender_start:
-        raise ValueError(f"{business_date} is before the simulated lender's start {lender_start}")
-    return max(previous_business_day(business_date) + timedelta(days=1), lender_start), business_date
 
 
 def drop_prefix(business_date: date, version: int) -> str:

@@ -27,14 +27,19 @@ import pyarrow.parquet as pq
 
 from assets.lending import DOMAIN
 from assets.lending.contract import (
-    PARENTS,
-    REFERENCES,
-    VOLUME_THRESHOLDS,
-    QuarantinedParents,
-    RecentVolumes,
-    apply_rules_across_rows,
-    held_back_check_results,
-    held_back_check_specs,
+    CATEGORIES,
+    DATASETS,
+    DECISIONS,
+    DECLINE_REASONS,
+    MAX_APR_BPS,
+    PAYMENT_STATUSES,
+    RECOVERY_CHANNELS,
+    REFUND_REASONS,
+    REFUND_TYPES,
+    REGIONS,
+    REVERSAL_REASONS,
+    RISK_BANDS,
+    SCHEMAS,
 )
 from assets.lending.landing import (
     DATASET_VERSION,
@@ -47,22 +52,18 @@ from assets.lending.landing import (
     read_manifest,
     sha256_hex,
 )
-from assets.lending.tables import LENDING_PARTITIONS, PARTITION, RAW_QUARANTINE, RAW_TABLES
-from assets.lending.world import (
-    CATEGORIES,
-    DATASETS,
-    DECISIONS,
-    DECLINE_REASONS,
-    PAYMENT_STATUSES,
-    RECOVERY_CHANNELS,
-    REFUND_REASONS,
-    REFUND_TYPES,
-    REGIONS,
-    REVERSAL_REASONS,
-    RISK_BANDS,
-    SCHEMAS,
-    TERMS_MONTHS,
+from assets.lending.raw_rules import (
+    PARENTS,
+    REFERENCES,
+    VOLUME_THRESHOLDS,
+    QuarantinedParents,
+    RecentVolumes,
+    apply_rules_across_rows,
+    held_back_check_results,
+    held_back_check_specs,
 )
+from assets.lending.tables import LENDING_PARTITIONS, PARTITION, RAW_QUARANTINE, RAW_TABLES
+from assets.lending.world import TERMS_MONTHS
 from batch_platform.assets import column_schema
 from batch_platform.compute import COMPUTE_PROFILE_TAG, DEFAULT_PROFILE, profile_tags
 from batch_platform.domain import domain_pool
@@ -75,7 +76,6 @@ from batch_platform.partitions import partition_keys
 # raw partition at once. The tables' own pools have no other writer.
 RAW_LANDING_POOL = domain_pool(DOMAIN, "raw-landing")
 ROWS_MATCH_MANIFEST = "rows_match_manifest"
-MAX_APR_BPS = 3600  # the lender's legal APR cap, 36%
 MAX_REASONS_IN_METADATA = 5
 
 Mask = npt.NDArray[np.bool_]

@@ -18,11 +18,11 @@ import dagster as dg
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
+from assets.lending.contract import MONEY_SQL
 from assets.lending.tables import (
     CORE_LOAN_DAILY_STATUS,
     LENDING_PARTITIONS,
     LOAN_STATUSES,
-    MONEY,
     PARTITION,
     REPORTING_MERCHANT_PERFORMANCE,
     REPORTING_PORTFOLIO_DAILY,
@@ -37,7 +37,6 @@ OPEN_STATUSES = ("current", "delinquent")
 assert set(OPEN_STATUSES) < set(LOAN_STATUSES), "open statuses must be declared loan statuses"
 
 DELINQUENT_DAYS = 30  # "delinquent" in merchant_performance: 30+ days past due today
-MONEY_SQL = f"decimal({MONEY.precision},{MONEY.scale})"
 BACKFILL_POLICY = dg.BackfillPolicy.multi_run(max_partitions_per_run=23)
 
 PORTFOLIO_GROUPS = (PARTITION, "vintage_month", "term_months", "risk_band", "merchant_category", "dpd_bucket")

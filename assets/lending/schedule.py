@@ -1,4 +1,4 @@
-"""Calendar and amortization arithmetic for the lending world.
+"""Amortization arithmetic for the lending world (the business calendar is the landing contract's).
 
 Days are integers (days since 1970-01-01, the Parquet ``date32`` value) so that whole cohorts move through numpy
 at once. Money is integer cents. The amortization uses only IEEE basic operations (+, -, *, /, floor), which are
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import calendar
 import functools
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, timedelta
 from fractions import Fraction
@@ -18,8 +17,6 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-
-from batch_platform.business_calendar import BusinessCalendar, federal_reserve_holidays
 
 IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float64]
@@ -61,24 +58,6 @@ def month_end(days: IntArray) -> IntArray:
     """The last day of the month of each epoch day."""
     months = days.astype("datetime64[D]").astype("datetime64[M]")
     return ((months + 1).astype("datetime64[D]") - np.timedelta64(1, "D")).astype(np.int64)
-
-
-# The lender's business calendar: US banks settle no ACH payments on Federal Reserve holidays, so no drop lands for
-# one; the next business day's drop carries its events, as Monday's carries the weekend's.
-LENDING_CALENDAR = BusinessCalendar(federal_reserve_holidays)
-
-
-def is_business_day(day: date) -> bool:
-    """Monday to Friday, except Federal Reserve holidays."""
-    return LENDING_CALENDAR.is_business_day(day)
-
-
-def business_days(first: date, last: date) -> Iterator[date]:
-    return LENDING_CALENDAR.business_days(first, last)
-
-
-def previous_business_day(day: date) -> date:
-    return LENDING_CALENDAR.previous_business_day(day)
 
 
 @functools.cache

@@ -27,6 +27,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from assets.lending.contract import DATASETS, EVENT_DATE_COLUMN, LENDING_START, REVERSAL_REASONS, SCHEMAS, business_days
+from assets.lending.contract import drop_window as landing_drop_window
 from assets.lending.landing import (
     DATASET_VERSION,
     DropInfo,
@@ -39,19 +41,8 @@ from assets.lending.landing import (
     read_manifest,
     write_drop,
 )
-from assets.lending.landing import drop_window as landing_drop_window
-from assets.lending.schedule import business_days, epoch_day
-from assets.lending.tables import LENDING_START
-from assets.lending.world import (
-    DATASETS,
-    EVENT_DATE_COLUMN,
-    REVERSAL_REASONS,
-    SCHEMAS,
-    SimulationConfig,
-    Stream,
-    World,
-    rng,
-)
+from assets.lending.schedule import epoch_day
+from assets.lending.world import SimulationConfig, Stream, World, rng
 
 __all__ = [
     "DATASETS",

@@ -10,13 +10,9 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-from assets.lending.schedule import LENDING_CALENDAR
-from assets.lending.world import DATASETS, SCHEMAS
+from assets.lending.contract import DATASETS, LENDING_CALENDAR, LENDING_START, MONEY, SCHEMAS
 from batch_platform.lake import LakeTable
 
-# The simulated lender's first business day (2023-01-02, a Monday, was New Year's Day observed: no settlement).
-LENDING_START = "2023-01-03"
-MONEY = pa.decimal128(18, 2)
 PARTITION = "business_date"
 
 
