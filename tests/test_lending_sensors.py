@@ -190,10 +190,12 @@ def test_a_correction_of_a_loaded_day_launches_one_backfill_over_it_and_everythi
     write_correction(CONFIG, DAYS[2], world.landing)
     request = single_run_request(world.tick(lending_restatement_sensor, quiet.cursor))
     targets = backfill_targets(request)
-    restated, later = str(DAYS[2]), [str(d) for d in DAYS[2:5]]
-    assert targets[RAW_TABLES["payments"].asset_key] == [restated]
-    assert targets[CORE_LOANS.asset_key] == [restated]  # a single-day asset: only the restated day
-    assert targets[CORE_LOAN_DAILY_STATUS.asset_key] == later  # day-chained: every later day that exists
+    later = [str(d) for d in DAYS[2:5]]
+    # Every later day that exists: each day's raw load reads the days before it (what they quarantined), loans
+    # read the merchants up to their day, and the book carries balances from day to day.
+    assert targets[RAW_TABLES["payments"].asset_key] == later
+    assert targets[CORE_LOANS.asset_key] == later
+    assert targets[CORE_LOAN_DAILY_STATUS.asset_key] == later
     reporting = [k for k in targets if k.path[0] == "reporting"]
     assert reporting and all(targets[k] == later for k in reporting)
     assert set(targets) <= PIPELINE_KEYS
