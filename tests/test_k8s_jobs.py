@@ -250,17 +250,6 @@ def test_profile_tag_keys_are_the_ones_dagster_k8s_reads() -> None:
     assert K8S_CONFIG_TAG == USER_DEFINED_K8S_CONFIG_KEY
 
 
-def test_profiles_grow_from_small_to_xlarge_and_large_ones_go_to_spot() -> None:
-    assert list(COMPUTE_PROFILES) == ["small", "medium", "large", "xlarge"]
-    ranks = [p.rank for p in COMPUTE_PROFILES.values()]
-    assert ranks == sorted(ranks)
-    for name, spot in {"small": False, "medium": False, "large": True, "xlarge": True}.items():
-        profile = COMPUTE_PROFILES[name]
-        tolerates_spot = any(t.key == "spot" and t.effect == "NoSchedule" for t in profile.pool.tolerations)
-        assert tolerates_spot is spot
-        assert (profile.executors.pool.name == "spot") is spot
-
-
 def test_unregistered_profiles_are_refused() -> None:
     with pytest.raises(ValueError, match="unregistered compute profile 'huge'"):
         get_profile("huge")
