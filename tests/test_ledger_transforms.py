@@ -35,6 +35,7 @@ def journal_frame(
     recoveries: Iterable[Mapping[str, Any]] = (),
     schedule: Iterable[Mapping[str, Any]] = (),
     book: Iterable[Mapping[str, Any]] = (),
+    previous_book: Iterable[Mapping[str, Any]] = (),
 ) -> DataFrame:
     return ledger_entries_frame(
         lf.step(spark, *days),
@@ -44,7 +45,7 @@ def journal_frame(
         lf.charge_offs(spark, *charge_offs),
         lf.recoveries(spark, *recoveries),
         lf.schedule(spark, *schedule),
-        lf.book(spark, *book),
+        lf.book(spark, *book, *previous_book),
     )
 
 
@@ -199,10 +200,16 @@ def test_the_ledger_audits_fail_a_journal_entry_off_by_a_cent(spark: SparkSessio
 
 
 def accrued(
-    spark: SparkSession, days: list[date], schedule: list[dict[str, Any]], book: list[dict[str, Any]]
+    spark: SparkSession,
+    days: list[date],
+    schedule: list[dict[str, Any]],
+    book: list[dict[str, Any]],
+    previous_book: list[dict[str, Any]] = (),  # type: ignore[assignment]
 ) -> list[tuple[Any, ...]]:
     keys = [d.isoformat() for d in days]
-    frame = interest_accruals(spark, keys, lf.schedule(spark, *schedule), lf.book(spark, *book))
+    frame = interest_accruals(
+        spark, keys, lf.schedule(spark, *schedule), lf.book(spark, *book), lf.book(spark, *previous_book)
+    )
     return sorted(
         (r[PARTITION], r["loan_id"], r["installment_number"], r["due_date"], r["interest"]) for r in frame.collect()
     )
@@ -240,13 +247,18 @@ def test_interest_accrues_for_the_installments_falling_due_since_the_previous_bu
     assert [(number, interest) for _, _, number, _, interest in accruals] == [by_due[d] for d in window]
 
 
-def test_interest_accrues_only_for_loans_open_on_the_day(spark: SparkSession) -> None:
+def test_interest_accrues_only_for_loans_open_when_the_day_began(spark: SparkSession) -> None:
     statuses = {1: "current", 2: "delinquent", 3: "paid_off", 4: "cancelled", 5: "charged_off"}
-    schedule = [lf.installment(i, 1, MON, "100.00", "3.00", effective=FRI) for i in (*statuses, 6)]
+    schedule = [lf.installment(i, 1, MON, "100.00", "3.00", effective=FRI) for i in (*statuses, 6, 7, 8)]
     book = [open_loan(loan_id, status=status) for loan_id, status in statuses.items()]  # loan 6: not in the book
-    assert accrued(spark, [MON], schedule, book) == [
+    friday = [open_loan(loan_id, day=FRI, status=status) for loan_id, status in statuses.items()]
+    # Loan 7 was current on Friday and is paid off on Monday; loan 8 was charged off during Monday.
+    book += [open_loan(7, status="paid_off"), open_loan(8, status="charged_off")]
+    friday += [open_loan(7, day=FRI), open_loan(8, day=FRI, status="delinquent")]
+    assert accrued(spark, [MON], schedule, book, friday) == [
         (MON, 1, 1, MON, Decimal("3.00")),
         (MON, 2, 1, MON, Decimal("3.00")),
+        (MON, 7, 1, MON, Decimal("3.00")),
     ]
 
 
@@ -267,14 +279,6 @@ def test_interest_accrues_under_the_schedule_version_in_force_on_each_day_of_the
     ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "bug: interest_accruals accrues only for loans open at the end of the day, so the last installment paid "
-        "on its due date (the loan is paid_off that day) never accrues, and its payment credits "
-        "interest_receivable with interest that was never recognized as income"
-    ),
-)
 def test_the_last_installment_paid_on_its_due_date_accrues_its_interest_before_the_payment_settles_it(
     spark: SparkSession,
 ) -> None:
@@ -283,6 +287,7 @@ def test_the_last_installment_paid_on_its_due_date_accrues_its_interest_before_t
         payments=[lf.payment(13, 1, MON, 3, "100.00", "1.00", due=MON)],
         schedule=[lf.installment(1, 3, MON, "100.00", "1.00", effective=FRI)],
         book=[open_loan(1, status="paid_off", repaid="300.00", interest_paid="6.00")],
+        previous_book=[open_loan(1, day=FRI, repaid="200.00", interest_paid="5.00")],
     )
     receivable = [(debit, credit) for _, _, _, _, account, debit, credit in lines if account == "interest_receivable"]
     income = [credit for _, _, _, _, account, _, credit in lines if account == "interest_income"]
