@@ -93,6 +93,13 @@ class LakeDataset:
                 f"{where}: a partitioned table needs partitions and an unpartitioned one none "
                 f"(partition column {self.table.partition_column!r})"
             )
+        tables = [i.table.identifier for i in self.inputs]
+        twice = sorted({t for t in tables if tables.count(t) > 1})
+        if twice:
+            raise DatasetDeclarationError(
+                f"{where}: {twice} are declared as two inputs; Dagster takes one dependency (one window) per table, so "
+                "declare one input whose window covers both (e.g. last(2) for a day and the one before) and split it"
+            )
         names = [i.key for i in self.inputs]
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:

@@ -9,6 +9,7 @@ One declaration serves three readers, so they cannot drift apart:
 Windows (for a daily dataset over daily inputs of the same calendar):
 - ``this_partition()``: the same day;
 - ``previous(n)``: the n partitions before this one (a day-chained balance reads ``previous(1)`` of itself);
+- ``last(n)``: this partition and the n - 1 before it (Dagster takes one window per input table);
 - ``up_to_this_partition()``: every partition up to and including this one (a versioned dimension, a history);
 - ``before_this_partition()``: every partition before this one (what earlier loads decided, e.g. a quarantine);
 - ``pinned(snapshot_id=... | ref=...)``: the whole table at one Iceberg snapshot or tag, whatever lands later;
@@ -75,6 +76,21 @@ class PreviousPartitions(Window):
 
 
 @dataclass(frozen=True)
+class LastPartitions(Window):
+    count: int = 2
+
+    def __post_init__(self) -> None:
+        if self.count < 1:
+            raise InputWindowError(f"last(n) needs n >= 1, got {self.count}")
+
+    def partition_mapping(self) -> dg.PartitionMapping:
+        return dg.TimeWindowPartitionMapping(start_offset=-(self.count - 1), end_offset=0)
+
+    def describe(self) -> str:
+        return f"this partition and the {self.count - 1} before it"
+
+
+@dataclass(frozen=True)
 class UpToThisPartition(Window):
     def partition_mapping(self) -> dg.PartitionMapping:
         return dg.TimeWindowPartitionMapping(start_offset=-HISTORY_PARTITIONS, end_offset=0)
@@ -136,6 +152,11 @@ def this_partition() -> Window:
 
 def previous(count: int = 1) -> Window:
     return PreviousPartitions(count)
+
+
+def last(count: int) -> Window:
+    """This partition and the ``count - 1`` before it (a day's book and the one it started from)."""
+    return LastPartitions(count)
 
 
 def up_to_this_partition() -> Window:

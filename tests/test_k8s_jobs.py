@@ -7,6 +7,7 @@ would send the Job to a cluster is replaced by a capture; the captured Job is va
 OpenAPI schema.
 """
 
+import itertools
 import json
 import logging
 from collections.abc import Iterator, Sequence
@@ -250,15 +251,29 @@ def test_profile_tag_keys_are_the_ones_dagster_k8s_reads() -> None:
     assert K8S_CONFIG_TAG == USER_DEFINED_K8S_CONFIG_KEY
 
 
-def test_profiles_grow_from_small_to_xlarge_and_large_ones_go_to_spot() -> None:
-    assert list(COMPUTE_PROFILES) == ["small", "medium", "large", "xlarge"]
-    ranks = [p.rank for p in COMPUTE_PROFILES.values()]
-    assert ranks == sorted(ranks)
-    for name, spot in {"small": False, "medium": False, "large": True, "xlarge": True}.items():
-        profile = COMPUTE_PROFILES[name]
-        tolerates_spot = any(t.key == "spot" and t.effect == "NoSchedule" for t in profile.pool.tolerations)
-        assert tolerates_spot is spot
-        assert (profile.executors.pool.name == "spot") is spot
+def _quantity(value: str) -> float:
+    """A memory quantity ("4Gi") or JVM size ("2g", "512m") in bytes; a whole number of CPUs as is."""
+    units = {"Gi": 2**30, "Mi": 2**20, "g": 2**30, "m": 2**20}
+    unit = next((u for u in units if value.endswith(u)), "")
+    return float(value.removesuffix(unit)) * units.get(unit, 1)
+
+
+def test_a_profile_later_in_the_registry_is_never_smaller_so_a_run_takes_its_biggest_steps_profile() -> None:
+    # largest() picks a run's profile by registry order: that order must be the order of size.
+    def size(profile: ComputeProfile) -> tuple[float, ...]:
+        executors = profile.executors
+        return (
+            _quantity(profile.cpu_limit),
+            _quantity(profile.memory_limit),
+            _quantity(profile.driver_memory),
+            profile.max_runtime_seconds,
+            executors.max_instances * executors.cores,
+            executors.max_instances * _quantity(executors.memory),
+        )
+
+    profiles = COMPUTE_PROFILES.values()
+    for smaller, larger in itertools.pairwise(profiles):
+        assert all(a <= b for a, b in zip(size(smaller), size(larger), strict=True)), (smaller.name, larger.name)
 
 
 def test_unregistered_profiles_are_refused() -> None:

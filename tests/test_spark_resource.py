@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from batch_platform.lake import JavaNotFoundError
-from batch_platform.spark import LOCAL_SPARK_CONFIG, REQUIRED_SPARK_CONFIG, SparkResource, ensure_java
+from batch_platform.spark import REQUIRED_SPARK_CONFIG, SparkResource, ensure_java
 
 
 def test_missing_java_gives_a_clear_message_not_a_stack_trace_from_spark(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -21,8 +21,12 @@ def test_a_java_home_without_java_is_reported(monkeypatch: pytest.MonkeyPatch, t
         ensure_java()
 
 
-def test_local_default_is_local_star_and_lake_settings_always_apply() -> None:
+def test_local_default_is_local_star() -> None:
     assert SparkResource().spark_config["spark.master"] == "local[*]"
-    assert LOCAL_SPARK_CONFIG["spark.master"] == "local[*]"
-    # Iceberg refuses INT96 timestamps: whatever a profile says, the session writes TIMESTAMP_MICROS.
-    assert REQUIRED_SPARK_CONFIG["spark.sql.parquet.outputTimestampType"] == "TIMESTAMP_MICROS"
+
+
+def test_the_lake_settings_apply_whatever_the_configured_settings_say() -> None:
+    # Iceberg refuses INT96 timestamps and the lake's dates are UTC: no configuration may switch either off.
+    configured = dict.fromkeys(REQUIRED_SPARK_CONFIG, "overridden")
+    settings = SparkResource(spark_config=configured, jar_groups=[]).session_settings()
+    assert {key: settings[key] for key in REQUIRED_SPARK_CONFIG} == REQUIRED_SPARK_CONFIG

@@ -32,7 +32,7 @@ from assets.lending.tables import (
 )
 from batch_platform.audit import Audit, AuditOutcome, not_null, references, rows_satisfy, unique
 from batch_platform.datasets import LakeDataset, Step, lake_dataset_asset
-from batch_platform.inputs import LakeInput, previous, up_to_this_partition
+from batch_platform.inputs import LakeInput, last, previous, up_to_this_partition
 from batch_platform.lake import LakeTable
 from batch_platform.pii import PiiTokenizer
 
@@ -590,12 +590,14 @@ def ledger_entries_frame(
     charge_offs: DataFrame,
     recoveries: DataFrame,
     schedule: DataFrame,
-    book: DataFrame,
+    books: DataFrame,
 ) -> DataFrame:
     """The double-entry journal of the day's drop: originations, interest accrual, payments, refunds, charge-offs
-    and recoveries. Reversed payments post nothing."""
+    and recoveries. Reversed payments post nothing. ``books``: the loan book of each day and of the day before it."""
     payments = payments.where(~F.col("reversed"))
-    accruals = interest_accruals(step.session, step.partition_keys, schedule, book)
+    days = [date.fromisoformat(k) for k in step.partition_keys]
+    book = books.where(F.col(PARTITION).isin(days))
+    accruals = interest_accruals(step.session, step.partition_keys, schedule, book, books)
     journal = [
         _posting(
             loans,
@@ -666,20 +668,48 @@ LEDGER_ENTRIES = core_dataset(
         LakeInput(CORE_CHARGE_OFFS, name="charge_offs"),
         LakeInput(CORE_RECOVERIES, name="recoveries"),
         LakeInput(CORE_REPAYMENT_SCHEDULE, up_to_this_partition(), name="schedule"),
-        LakeInput(CORE_LOAN_DAILY_STATUS, name="book"),
+        # The day's book, and the day before's: whether a loan was open when the day began (one paid off during the
+        # day still accrues the day's interest).
+        LakeInput(CORE_LOAN_DAILY_STATUS, last(2), name="books"),
     ],
     LEDGER_AUDITS,
 )
 
 
-def interest_accruals(session: SparkSession, keys: Sequence[str], schedule: DataFrame, book: DataFrame) -> DataFrame:
-    """Scheduled interest falling due within each drop's window, for loans open on that business day (``book``)."""
+OPEN_STATUSES = ("current", "delinquent")
+
+
+def interest_accruals(
+    session: SparkSession, keys: Sequence[str], schedule: DataFrame, book: DataFrame, previous_book: DataFrame
+) -> DataFrame:
+    """Scheduled interest falling due within each drop's window, for loans open when the window began.
+
+    Open when it began: open in the day's book (``book``), or paid off during the day after being open in the
+    previous business day's book (found in ``previous_book`` by its date) or originated in the window. A last
+    installment paid on its due date accrues its interest, which its payment then settles; a loan charged off during
+    the day does not accrue (the charge-off writes its interest off).
+    """
     windows = session.createDataFrame(
-        [(date.fromisoformat(k), previous_business_day(date.fromisoformat(k)) + timedelta(days=1)) for k in keys],
-        f"{PARTITION} date, window_start date",
+        [
+            (
+                date.fromisoformat(k),
+                previous_business_day(date.fromisoformat(k)) + timedelta(days=1),
+                previous_business_day(date.fromisoformat(k)),
+            )
+            for k in keys
+        ],
+        f"{PARTITION} date, window_start date, previous_day date",
     )
     schedule = schedule.drop(PARTITION)
-    open_loans = book.where(F.col("status").isin("current", "delinquent"))
+    before = previous_book.select(
+        F.col(PARTITION).alias("previous_day"), "loan_id", F.col("status").alias("previous_status")
+    )
+    was_open = F.col("previous_status").isNull() | F.col("previous_status").isin(*OPEN_STATUSES)
+    open_loans = (
+        book.join(F.broadcast(windows), PARTITION)
+        .join(before, ["previous_day", "loan_id"], "left")
+        .where(F.col("status").isin(*OPEN_STATUSES) | ((F.col("status") == "paid_off") & was_open))
+    )
     in_force = (
         open_loans.select(PARTITION, "loan_id")
         .join(schedule, "loan_id")

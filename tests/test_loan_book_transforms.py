@@ -1,0 +1,626 @@
+"""The loan book (core/loan_daily_status) and the loans it starts from, as pure functions on hand-built frames.
+
+The scenario: loan 1, 300.00 originated on Wednesday 2023-03-01, three monthly installments of principal 100.00
+plus interest 3.00, 2.00 and 1.00, due 2023-04-03, 2023-05-01 and 2023-06-01. Most tests start from the book of
+the business day before (a hand-built row) and run the transform for one or a few business days.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from datetime import date, timedelta
+from decimal import Decimal
+from typing import Any
+
+import lending_frames as lf
+import pytest
+from pyspark.sql import DataFrame, Row, SparkSession
+from pyspark.sql import functions as F
+
+from assets.lending.core import (
+    amount_frame,
+    applications_frame,
+    charge_offs_frame,
+    loan_daily_status_frame,
+    loans_frame,
+    payments_frame,
+    repayment_schedule_frame,
+)
+from assets.lending.tables import CORE_MERCHANTS, PARTITION, RAW_TABLES
+
+ORIGINATED = date(2023, 3, 1)
+DUE_1, DUE_2, DUE_3 = date(2023, 4, 3), date(2023, 5, 1), date(2023, 6, 1)
+FRI, MON, TUE = date(2023, 4, 14), date(2023, 4, 17), date(2023, 4, 18)  # 14 and 15 days after DUE_1
+
+MONEY_COLUMNS = {
+    "principal_originated",
+    "principal_repaid",
+    "principal_refunded",
+    "principal_charged_off",
+    "outstanding_principal",
+    "interest_paid",
+    "accrued_interest",
+}
+
+
+def loan_1_schedule(version: int = 1, effective: date = ORIGINATED) -> list[dict[str, Any]]:
+    return [
+        lf.installment(1, 1, DUE_1, "100.00", "3.00", version=version, effective=effective),
+        lf.installment(1, 2, DUE_2, "100.00", "2.00", version=version, effective=effective),
+        lf.installment(1, 3, DUE_3, "100.00", "1.00", version=version, effective=effective),
+    ]
+
+
+def loan_1_book(day: date, **columns: Any) -> dict[str, Any]:
+    """Loan 1's row in the book of ``day`` (by default: nothing paid yet)."""
+    return lf.book_row(1, day, "300.00", origination_date=ORIGINATED, **columns)
+
+
+def run_book(
+    spark: SparkSession,
+    days: Iterable[date],
+    *,
+    new_loans: Iterable[Mapping[str, Any]] = (),
+    payments: Iterable[Mapping[str, Any]] = (),
+    refunds: Iterable[Mapping[str, Any]] = (),
+    charge_offs: Iterable[Mapping[str, Any]] = (),
+    schedule: Iterable[Mapping[str, Any]] = (),
+    previous: Iterable[Mapping[str, Any]] = (),
+) -> DataFrame:
+    return loan_daily_status_frame(
+        lf.step(spark, *days),
+        lf.loans(spark, *new_loans),
+        lf.payments(spark, *payments),
+        lf.refunds(spark, *refunds),
+        lf.charge_offs(spark, *charge_offs),
+        lf.schedule(spark, *schedule),
+        lf.book(spark, *previous),
+    )
+
+
+def book_rows(spark: SparkSession, days: Iterable[date], **inputs: Any) -> list[Row]:
+    return lf.collect(run_book(spark, days, **inputs))
+
+
+def expected(**columns: Any) -> dict[str, Any]:
+    return {k: Decimal(v) if k in MONEY_COLUMNS else v for k, v in columns.items()}
+
+
+def picked(row: Row, like: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: row[k] for k in like}
+
+
+def test_a_loan_originated_today_has_its_whole_principal_outstanding_and_is_current(spark: SparkSession) -> None:
+    (row,) = book_rows(spark, [ORIGINATED], new_loans=[lf.loan(1, ORIGINATED, "300.00")], schedule=loan_1_schedule())
+    assert row.asDict() == {
+        PARTITION: ORIGINATED,
+        "loan_id": 1,
+        "origination_date": ORIGINATED,
+        "vintage_month": date(2023, 3, 1),
+        "term_months": 3,
+        "risk_band": "A",
+        "merchant_id": 7,
+        "merchant_category": "electronics",
+        **expected(
+            principal_originated="300.00",
+            principal_repaid="0.00",
+            principal_refunded="0.00",
+            principal_charged_off="0.00",
+            outstanding_principal="300.00",
+            interest_paid="0.00",
+            accrued_interest="0.00",
+        ),
+        "days_past_due": 0,
+        "dpd_bucket": "current",
+        "status": "current",
+        "ever_30_plus": False,
+        "ever_60_plus": False,
+    }
+
+
+def test_a_partial_payment_reduces_outstanding_and_leaves_the_installment_past_due_from_its_due_date(
+    spark: SparkSession,
+) -> None:
+    # 50.00 paid on Saturday against the 103.00 due on 2023-04-03, landing in Monday's drop: interest first.
+    (row,) = book_rows(
+        spark,
+        [MON],
+        payments=[lf.payment(11, 1, MON, 1, "47.00", "3.00", paid_on=date(2023, 4, 15), due=DUE_1)],
+        schedule=loan_1_schedule(),
+        previous=[loan_1_book(FRI, days_past_due=11, dpd_bucket="1-29", status="delinquent")],
+    )
+    want = expected(
+        principal_repaid="47.00",
+        outstanding_principal="253.00",
+        interest_paid="3.00",
+        accrued_interest="0.00",
+        days_past_due=14,
+        dpd_bucket="1-29",
+        status="delinquent",
+    )
+    assert picked(row, want) == want
+
+
+def test_an_installment_paid_in_two_payments_across_days_becomes_current_when_the_second_lands(
+    spark: SparkSession,
+) -> None:
+    monday, tuesday = book_rows(
+        spark,
+        [MON, TUE],
+        payments=[
+            lf.payment(11, 1, MON, 1, "47.00", "3.00", due=DUE_1),
+            lf.payment(12, 1, TUE, 1, "53.00", due=DUE_1),
+        ],
+        schedule=loan_1_schedule(),
+        previous=[loan_1_book(FRI, days_past_due=11, dpd_bucket="1-29", status="delinquent")],
+    )
+    assert picked(monday, {"outstanding_principal": 0, "days_past_due": 0, "status": 0}) == expected(
+        outstanding_principal="253.00", days_past_due=14, status="delinquent"
+    )
+    want = expected(
+        principal_repaid="100.00",
+        outstanding_principal="200.00",
+        interest_paid="3.00",
+        accrued_interest="0.00",
+        days_past_due=0,
+        dpd_bucket="current",
+        status="current",
+    )
+    assert picked(tuesday, want) == want
+
+
+def test_an_installment_is_due_on_its_due_date_and_past_due_from_the_day_after(spark: SparkSession) -> None:
+    thursday = date(2023, 3, 30)
+    rows = book_rows(
+        spark,
+        [date(2023, 3, 31), DUE_1, date(2023, 4, 4)],
+        schedule=loan_1_schedule(),
+        previous=[loan_1_book(thursday)],
+    )
+    # Before the due date nothing is owed; on it the interest is due but the loan is not late yet; a day later it is.
+    assert [(r["accrued_interest"], r["days_past_due"], r["dpd_bucket"], r["status"]) for r in rows] == [
+        (Decimal("0.00"), 0, "current", "current"),
+        (Decimal("3.00"), 0, "current", "current"),
+        (Decimal("3.00"), 1, "1-29", "delinquent"),
+    ]
+
+
+def test_a_payment_made_before_the_due_date_pays_the_installment_in_advance(spark: SparkSession) -> None:
+    rows = book_rows(
+        spark,
+        [date(2023, 3, 31), DUE_1, date(2023, 4, 4)],
+        payments=[lf.payment(11, 1, date(2023, 3, 31), 1, "100.00", "3.00", due=DUE_1)],
+        schedule=loan_1_schedule(),
+        previous=[loan_1_book(date(2023, 3, 30))],
+    )
+    assert [(r["outstanding_principal"], r["accrued_interest"], r["days_past_due"], r["status"]) for r in rows] == [
+        (Decimal("200.00"), Decimal("0.00"), 0, "current"),
+        (Decimal("200.00"), Decimal("0.00"), 0, "current"),
+        (Decimal("200.00"), Decimal("0.00"), 0, "current"),
+    ]
+
+
+def test_a_payment_of_a_later_drop_counts_neither_for_balances_nor_for_days_past_due_on_an_earlier_day(
+    spark: SparkSession,
+) -> None:
+    monday, tuesday = book_rows(
+        spark,
+        [MON, TUE],
+        payments=[lf.payment(11, 1, TUE, 1, "100.00", "3.00", due=DUE_1)],
+        schedule=loan_1_schedule(),
+        previous=[loan_1_book(FRI, days_past_due=11, dpd_bucket="1-29", status="delinquent")],
+    )
+    columns = {"principal_repaid": 0, "interest_paid": 0, "days_past_due": 0, "status": 0}
+    assert picked(monday, columns) == expected(
+        principal_repaid="0.00", interest_paid="0.00", days_past_due=14, status="delinquent"
+    )
+    assert picked(tuesday, columns) == expected(
+        principal_repaid="100.00", interest_paid="3.00", days_past_due=0, status="current"
+    )
+
+
+def test_days_past_due_count_from_the_oldest_installment_not_fully_paid_and_accrue_its_unpaid_interest(
+    spark: SparkSession,
+) -> None:
+    # Installment 1 was paid in full in April; installment 2 (due 2023-05-01) is not.
+    (row,) = book_rows(
+        spark,
+        [date(2023, 5, 8)],
+        payments=[lf.payment(11, 1, MON, 1, "100.00", "3.00", due=DUE_1)],
+        schedule=loan_1_schedule(),
+        previous=[
+            loan_1_book(
+                date(2023, 5, 5),
+                repaid="100.00",
+                interest_paid="3.00",
+                accrued_interest="2.00",
+                days_past_due=4,
+                dpd_bucket="1-29",
+                status="delinquent",
+            )
+        ],
+    )
+    want = expected(
+        outstanding_principal="200.00",
+        interest_paid="3.00",
+        accrued_interest="2.00",
+        days_past_due=7,
+        dpd_bucket="1-29",
+        status="delinquent",
+    )
+    assert picked(row, want) == want
+
+
+def test_a_rescheduled_loan_is_past_due_under_the_schedule_version_in_force_on_the_day(spark: SparkSession) -> None:
+    # Version 2, announced in Monday's drop, takes effect on Tuesday and lowers installment 1 to the 50.00 paid.
+    version_2 = [
+        lf.installment(1, 1, DUE_1, "47.00", "3.00", version=2, effective=TUE, announced=MON),
+        lf.installment(1, 2, DUE_2, "126.50", "2.00", version=2, effective=TUE, announced=MON),
+        lf.installment(1, 3, DUE_3, "126.50", "1.00", version=2, effective=TUE, announced=MON),
+    ]
+    monday, tuesday = book_rows(
+        spark,
+        [MON, TUE],
+        payments=[lf.payment(11, 1, MON, 1, "47.00", "3.00", due=DUE_1)],
+        schedule=[*loan_1_schedule(), *version_2],
+        previous=[loan_1_book(FRI, days_past_due=11, dpd_bucket="1-29", status="delinquent")],
+    )
+    columns = {"days_past_due": 0, "dpd_bucket": 0, "status": 0}
+    assert picked(monday, columns) == {"days_past_due": 14, "dpd_bucket": "1-29", "status": "delinquent"}
+    assert picked(tuesday, columns) == {"days_past_due": 0, "dpd_bucket": "current", "status": "current"}
+
+
+def test_a_refund_of_the_whole_principal_cancels_the_loan_with_no_days_past_due(spark: SparkSession) -> None:
+    (row,) = book_rows(
+        spark,
+        [MON],
+        refunds=[lf.refund(21, 1, MON, "300.00")],
+        schedule=loan_1_schedule(),
+        previous=[loan_1_book(FRI, accrued_interest="3.00", days_past_due=11, dpd_bucket="1-29", status="delinquent")],
+    )
+    want = expected(
+        principal_refunded="300.00",
+        outstanding_principal="0.00",
+        accrued_interest="0.00",
+        days_past_due=0,
+        dpd_bucket="current",
+        status="cancelled",
+    )
+    assert picked(row, want) == want
+
+
+def test_a_partial_refund_reduces_outstanding_and_leaves_the_loan_open(spark: SparkSession) -> None:
+    (row,) = book_rows(
+        spark,
+        [MON],
+        refunds=[lf.refund(21, 1, MON, "120.50")],
+        schedule=loan_1_schedule(),
+        previous=[loan_1_book(FRI, days_past_due=11, dpd_bucket="1-29", status="delinquent")],
+    )
+    want = expected(principal_refunded="120.50", outstanding_principal="179.50", days_past_due=14, status="delinquent")
+    assert picked(row, want) == want
+
+
+def test_a_charge_off_leaves_no_outstanding_principal_and_no_accrued_interest(spark: SparkSession) -> None:
+    charge_off_day = DUE_1 + timedelta(days=120)  # Tuesday 2023-08-01
+    (row,) = book_rows(
+        spark,
+        [charge_off_day],
+        charge_offs=[lf.charge_off(1, charge_off_day, "300.00", "6.00")],
+        schedule=loan_1_schedule(),
+        previous=[
+            loan_1_book(
+                date(2023, 7, 31),
+                accrued_interest="6.00",
+                days_past_due=119,
+                dpd_bucket="90-119",
+                status="delinquent",
+                ever_30_plus=True,
+                ever_60_plus=True,
+            )
+        ],
+    )
+    want = expected(
+        principal_charged_off="300.00",
+        outstanding_principal="0.00",
+        accrued_interest="0.00",
+        days_past_due=120,  # a charged-off loan keeps counting (reporting counts open loans only)
+        dpd_bucket="120+",
+        status="charged_off",
+        ever_30_plus=True,
+        ever_60_plus=True,
+    )
+    assert picked(row, want) == want
+
+
+def test_the_last_installment_paid_pays_the_loan_off(spark: SparkSession) -> None:
+    (row,) = book_rows(
+        spark,
+        [DUE_3],
+        payments=[
+            lf.payment(11, 1, MON, 1, "100.00", "3.00", due=DUE_1),
+            lf.payment(12, 1, DUE_2, 2, "100.00", "2.00", due=DUE_2),
+            lf.payment(13, 1, DUE_3, 3, "100.00", "1.00", due=DUE_3),
+        ],
+        schedule=loan_1_schedule(),
+        previous=[loan_1_book(date(2023, 5, 31), repaid="200.00", interest_paid="5.00")],
+    )
+    want = expected(
+        principal_repaid="300.00",
+        outstanding_principal="0.00",
+        interest_paid="6.00",
+        accrued_interest="0.00",
+        days_past_due=0,
+        dpd_bucket="current",
+        status="paid_off",
+    )
+    assert picked(row, want) == want
+
+
+def test_a_reversed_payment_counts_neither_for_balances_nor_for_days_past_due(spark: SparkSession) -> None:
+    (row,) = book_rows(
+        spark,
+        [MON],
+        payments=[lf.payment(11, 1, MON, 1, "100.00", "3.00", due=DUE_1, reversed_=True)],
+        schedule=loan_1_schedule(),
+        previous=[loan_1_book(FRI, accrued_interest="3.00", days_past_due=11, dpd_bucket="1-29", status="delinquent")],
+    )
+    want = expected(
+        principal_repaid="0.00",
+        outstanding_principal="300.00",
+        interest_paid="0.00",
+        accrued_interest="3.00",
+        days_past_due=14,
+        status="delinquent",
+    )
+    assert picked(row, want) == want
+
+
+# days past due -> bucket, status, ever 30+, ever 60+ (each loan's only installment fell due that many days ago)
+BUCKET_BOUNDARIES = [
+    (0, "current", "current", False, False),
+    (1, "1-29", "delinquent", False, False),
+    (29, "1-29", "delinquent", False, False),
+    (30, "30-59", "delinquent", True, False),
+    (59, "30-59", "delinquent", True, False),
+    (60, "60-89", "delinquent", True, True),
+    (89, "60-89", "delinquent", True, True),
+    (90, "90-119", "delinquent", True, True),
+    (119, "90-119", "delinquent", True, True),
+    (120, "120+", "delinquent", True, True),
+]
+
+
+def test_days_past_due_buckets_turn_at_1_30_60_90_and_120_days(spark: SparkSession) -> None:
+    day, before = date(2023, 8, 1), date(2023, 7, 31)
+    loan_ids = range(1, len(BUCKET_BOUNDARIES) + 1)
+    rows = book_rows(
+        spark,
+        [day],
+        schedule=[
+            lf.installment(loan_id, 1, day - timedelta(days=dpd), "100.00", "0.00", effective=ORIGINATED)
+            for loan_id, (dpd, *_) in zip(loan_ids, BUCKET_BOUNDARIES, strict=True)
+        ],
+        previous=[lf.book_row(loan_id, before, "100.00", origination_date=ORIGINATED) for loan_id in loan_ids],
+    )
+    assert [
+        (r["days_past_due"], r["dpd_bucket"], r["status"], r["ever_30_plus"], r["ever_60_plus"]) for r in rows
+    ] == BUCKET_BOUNDARIES
+
+
+def test_ever_30_plus_stays_true_after_the_loan_cures(spark: SparkSession) -> None:
+    (row,) = book_rows(
+        spark,
+        [date(2023, 5, 8)],
+        payments=[
+            lf.payment(11, 1, date(2023, 5, 8), 1, "100.00", "3.00", due=DUE_1),
+            lf.payment(12, 1, date(2023, 5, 8), 2, "100.00", "2.00", due=DUE_2),
+        ],
+        schedule=loan_1_schedule(),
+        previous=[
+            loan_1_book(
+                date(2023, 5, 5),
+                accrued_interest="5.00",
+                days_past_due=32,
+                dpd_bucket="30-59",
+                status="delinquent",
+                ever_30_plus=True,
+            )
+        ],
+    )
+    want = expected(
+        outstanding_principal="100.00",
+        accrued_interest="0.00",
+        days_past_due=0,
+        dpd_bucket="current",
+        status="current",
+        ever_30_plus=True,
+        ever_60_plus=False,
+    )
+    assert picked(row, want) == want
+
+
+def test_the_day_after_a_bank_holiday_chains_from_the_business_day_before_it(spark: SparkSession) -> None:
+    # Tuesday 2023-07-04 is a Federal Reserve holiday: Wednesday's drop carries its payments, and Wednesday's book
+    # starts from Monday's. Days past due count calendar days, the holiday included.
+    monday, holiday, wednesday = date(2023, 7, 3), date(2023, 7, 4), date(2023, 7, 5)
+    (row,) = book_rows(
+        spark,
+        [wednesday],
+        payments=[lf.payment(11, 1, wednesday, 1, "47.00", "3.00", paid_on=holiday, due=monday)],
+        schedule=[lf.installment(1, 1, monday, "100.00", "3.00", effective=ORIGINATED)],
+        previous=[loan_1_book(monday, accrued_interest="3.00")],
+    )
+    want = expected(principal_repaid="47.00", outstanding_principal="253.00", days_past_due=2, status="delinquent")
+    assert picked(row, want) == want
+
+
+def test_a_two_day_step_gives_the_same_book_as_two_one_day_steps_chained(spark: SparkSession) -> None:
+    new_loans = [lf.loan(2, MON, "450.00", origination_date=date(2023, 4, 15)), lf.loan(3, TUE, "80.00")]
+    payments = [
+        lf.payment(10, 1, FRI, 1, "10.00", due=DUE_1),  # history: already in Friday's book
+        lf.payment(11, 1, MON, 1, "37.00", "3.00", due=DUE_1),
+        lf.payment(12, 1, TUE, 1, "53.00", due=DUE_1),
+        lf.payment(13, 1, TUE, 2, "20.00", due=DUE_2),
+    ]
+    refunds = [lf.refund(21, 2, TUE, "150.00")]
+    schedule = [
+        *loan_1_schedule(),
+        lf.installment(2, 1, date(2023, 5, 15), "450.00", "4.50", effective=date(2023, 4, 15), announced=MON),
+        lf.installment(3, 1, date(2023, 5, 18), "80.00", "0.80", effective=TUE),
+    ]
+    previous = [loan_1_book(FRI, repaid="10.00", days_past_due=11, dpd_bucket="1-29", status="delinquent")]
+
+    def on(day: date, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [r for r in rows if r[PARTITION] == day]
+
+    def to(day: date, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [r for r in rows if r[PARTITION] <= day]
+
+    both = book_rows(
+        spark,
+        [MON, TUE],
+        new_loans=new_loans,
+        payments=payments,
+        refunds=refunds,
+        schedule=schedule,
+        previous=previous,
+    )
+    monday = book_rows(
+        spark,
+        [MON],
+        new_loans=on(MON, new_loans),
+        payments=to(MON, payments),
+        refunds=on(MON, refunds),
+        schedule=to(MON, schedule),
+        previous=previous,
+    )
+    tuesday = book_rows(
+        spark,
+        [TUE],
+        new_loans=on(TUE, new_loans),
+        payments=to(TUE, payments),
+        refunds=on(TUE, refunds),
+        schedule=to(TUE, schedule),
+        previous=[r.asDict() for r in monday],
+    )
+    assert [r.asDict() for r in both] == [r.asDict() for r in monday + tuesday]
+    # And Tuesday carries Monday's balances on: loan 1 repaid 10 + 37 + 53 + 20, loan 2 refunded 150 of 450.
+    assert [(r["loan_id"], r["outstanding_principal"], r["status"]) for r in tuesday] == [
+        (1, Decimal("180.00"), "current"),
+        (2, Decimal("300.00"), "current"),
+        (3, Decimal("80.00"), "current"),
+    ]
+
+
+# -- loans: the merchant's category as of the loan's day ------------------------------------------------------
+
+APR_1, RECATEGORIZED = date(2023, 4, 3), MON
+
+
+def raw_loan(loan_id: int, day: date, merchant_id: int, principal_cents: int = 30_001) -> dict[str, Any]:
+    return {
+        PARTITION: day,
+        "drop_version": 1,
+        "loan_id": loan_id,
+        "application_id": loan_id + 1000,
+        "customer_id": loan_id + 2000,
+        "merchant_id": merchant_id,
+        "origination_date": day - timedelta(days=2) if day.weekday() == 0 else day,
+        "principal_cents": principal_cents,
+        "term_months": 3,
+        "apr_bps": 1200,
+        "is_zero_apr_promo": False,
+        "risk_band": "A",
+        "installment_cents": 10_201,
+        "total_interest_cents": 603,
+        "first_due_date": day + timedelta(days=30),
+        "maturity_date": day + timedelta(days=90),
+    }
+
+
+def merchant(merchant_id: int, day: date, category: str) -> dict[str, Any]:
+    return {
+        PARTITION: day,
+        "merchant_id": merchant_id,
+        "onboarded_date": APR_1,
+        "merchant_name": f"merchant {merchant_id}",
+        "category": category,
+        "region": "northeast",
+        "state": "NY",
+        "city": "Albany",
+    }
+
+
+@pytest.fixture(scope="module")
+def loans_out(spark: SparkSession) -> dict[int, Row]:
+    # Merchant 7 is announced on 2023-04-03 as electronics and re-categorized in Monday 2023-04-17's drop as home
+    # goods; merchant 8 is only announced on Tuesday.
+    merchants = lf.frame(
+        spark,
+        CORE_MERCHANTS,
+        [merchant(7, APR_1, "electronics"), merchant(7, RECATEGORIZED, "home_goods"), merchant(8, TUE, "travel")],
+    )
+    rows = lf.frame(
+        spark,
+        RAW_TABLES["loans"],
+        [raw_loan(1, FRI, 7), raw_loan(2, MON, 7), raw_loan(3, TUE, 7), raw_loan(4, MON, 8)],
+    )
+    return {r["loan_id"]: r for r in loans_frame(rows, merchants).collect()}
+
+
+def test_a_merchant_recategorized_on_a_later_day_keeps_an_earlier_loans_category(loans_out: dict[int, Row]) -> None:
+    assert loans_out[1]["merchant_category"] == "electronics"
+
+
+def test_a_loan_on_the_day_of_the_recategorization_and_after_takes_the_new_category(
+    loans_out: dict[int, Row],
+) -> None:
+    assert (loans_out[2]["merchant_category"], loans_out[3]["merchant_category"]) == ("home_goods", "home_goods")
+
+
+def test_a_merchant_announced_after_the_loan_leaves_the_loans_category_empty(loans_out: dict[int, Row]) -> None:
+    assert loans_out[4]["merchant_category"] is None
+
+
+def test_a_loan_is_one_row_in_money_with_its_vintage_month_whatever_its_merchants_versions(
+    loans_out: dict[int, Row],
+) -> None:
+    assert sorted(loans_out) == [1, 2, 3, 4]
+    # Loan 2 was originated on Saturday 2023-04-15 and landed in Monday's drop.
+    assert {k: loans_out[2][k] for k in ("principal", "installment", "total_interest", "vintage_month")} == {
+        "principal": Decimal("300.01"),
+        "installment": Decimal("102.01"),
+        "total_interest": Decimal("6.03"),
+        "vintage_month": date(2023, 4, 1),
+    }
+
+
+# -- the simpler core frames: integer cents to decimal money, exactly ------------------------------------------
+
+# The largest cents a decimal(18,2) holds: through a double it would come out 99999999999999.98.
+LARGEST_CENTS = 9_999_999_999_999_999
+
+
+@pytest.mark.parametrize(
+    ("transform", "columns"),
+    [
+        (payments_frame, ["amount", "principal", "interest"]),
+        (amount_frame, ["amount"]),
+        (charge_offs_frame, ["principal", "interest"]),
+        (repayment_schedule_frame, ["installment", "principal", "interest", "balance_after"]),
+        (applications_frame, ["requested_amount"]),
+    ],
+)
+def test_cents_become_decimal_money_to_the_cent(spark: SparkSession, transform: Any, columns: list[str]) -> None:
+    cents = spark.createDataFrame(
+        [(i, value) for i, value in enumerate([0, 1, 12_345, LARGEST_CENTS])], "i int, value long"
+    ).select("i", *[F.col("value").alias(f"{c}_cents") for c in columns])
+    rows = sorted(transform(cents).collect(), key=lambda r: r["i"])
+    for column in columns:
+        assert [r[column] for r in rows] == [
+            Decimal("0.00"),
+            Decimal("0.01"),
+            Decimal("123.45"),
+            Decimal("99999999999999.99"),
+        ], column
