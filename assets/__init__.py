@@ -1,6 +1,7 @@
 """Domain assets. Each module exposes a list of asset definitions; the composition root collects them."""
 
 from assets.lending.core import core_assets
+from assets.lending.dataset_specs import lending_spec_tables
 from assets.lending.raw import raw_assets
 from assets.lending.reporting import reporting_assets
 from assets.lending.tables import (
@@ -25,4 +26,5 @@ all_lake_tables = [
     REPORTING_PORTFOLIO_DAILY,
     REPORTING_VINTAGE_CURVES,
     REPORTING_MERCHANT_PERFORMANCE,
+    *lending_spec_tables,
 ]
