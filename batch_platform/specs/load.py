@@ -34,6 +34,8 @@ from batch_platform.specs.sql import SqlSpecError, condition_columns, shape
 
 SPEC_SUFFIXES = (".yaml", ".yml")
 SPEC_FILE_METADATA = "batch_platform/spec_file"
+# Parameters of SparkSession.sql, which receives the inputs as keyword arguments, and the transform's own.
+RESERVED_INPUT_NAMES = ("args", "sqlQuery", "step")
 Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
@@ -132,7 +134,7 @@ def sql_transform(template: str, plain_sql: str) -> Transform:
     """The transform of a spec: its SQL over the inputs, each bound to its name for this one query."""
 
     def transform(step: Step, **inputs: DataFrame) -> DataFrame:
-        return step.session.sql(template, **inputs) if inputs else step.session.sql(plain_sql)
+        return step.session.sql(template, None, **inputs) if inputs else step.session.sql(plain_sql)
 
     return transform
 
@@ -204,15 +206,27 @@ def _dataset(
             )
     if spec.compute not in COMPUTE_PROFILES:
         problems.add("compute", f"unknown profile {spec.compute!r} (profiles: {', '.join(COMPUTE_PROFILES)})")
-    inputs = []
+    inputs: list[LakeInput] = []
     for name, declared in spec.inputs.items():
-        if not name.isidentifier():
-            problems.add(("inputs", name), "an input name must be an identifier (the SQL reads it as a table)")
+        if not name.isidentifier() or name in RESERVED_INPUT_NAMES:
+            problems.add(
+                ("inputs", name),
+                "an input name must be an identifier (the SQL reads it as a table), "
+                f"and none of {', '.join(RESERVED_INPUT_NAMES)}",
+            )
             continue
         source = tables.get(declared.table)
         if source is None:
             problems.add(
                 ("inputs", name, "table"), f"unknown table {declared.table!r} ({_close(declared.table, tables)})"
+            )
+            continue
+        reader = next((i.key for i in inputs if i.table == source), None)
+        if reader is not None:
+            # Dagster keeps one dependency (one partition mapping) per upstream asset.
+            problems.add(
+                ("inputs", name, "table"),
+                f"{declared.table} is read by input {reader!r} already; one table is one input (widen its window)",
             )
             continue
         lake_input = LakeInput(source, parse_window(declared.window), name=name, required=declared.required)

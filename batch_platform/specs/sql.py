@@ -29,7 +29,7 @@ class SqlShape:
     template: str  # the SQL with each input table as a ``{name}`` placeholder (other braces doubled)
 
 
-def parse(sql: str) -> exp.Expression:
+def parse(sql: str) -> exp.Query:
     try:
         statements = [s for s in sqlglot.parse(sql, dialect=DIALECT) if s is not None]
     except SqlglotError as e:
@@ -39,25 +39,29 @@ def parse(sql: str) -> exp.Expression:
     return statements[0]
 
 
-def _read_tables(query: exp.Expression) -> list[exp.Table]:
+def _read_tables(query: exp.Query) -> list[exp.Table]:
     ctes = {cte.alias_or_name for cte in query.find_all(exp.CTE)}
     return [t for t in query.find_all(exp.Table) if t.db or t.catalog or t.name not in ctes]
 
 
-def _output_columns(query: exp.Expression, schema: Mapping[str, Mapping[str, str]]) -> list[str]:
+def _output_columns(query: exp.Query, schema: Mapping[str, Mapping[str, str]]) -> list[str]:
     if any(isinstance(s, exp.Star) or (isinstance(s, exp.Column) and s.is_star) for s in query.selects):
         # Expand * from the inputs' declared columns; only when that fails is the output unknown.
         try:
             from sqlglot.optimizer.qualify import qualify
 
-            query = qualify(query.copy(), schema=dict(schema), dialect=DIALECT, validate_qualify_columns=False)
+            qualified = qualify(query.copy(), schema=dict(schema), dialect=DIALECT, validate_qualify_columns=False)
         except SqlglotError as e:
             raise SqlSpecError(f"the output columns of SELECT * cannot be determined ({e}); name the columns") from e
+        if not isinstance(qualified, exp.Query):
+            raise SqlSpecError("the output columns of SELECT * cannot be determined; name the columns")
+        query = qualified
         if any(isinstance(s, exp.Star) or (isinstance(s, exp.Column) and s.is_star) for s in query.selects):
             raise SqlSpecError("the output columns of SELECT * cannot be determined; name the columns")
     columns = []
     for position, select in enumerate(query.selects, start=1):
-        name = select.alias_or_name
+        # Spark names an unaliased expression after its text (``count(1)``): a spec must say what it means.
+        name = select.alias if isinstance(select, exp.Alias) else select.name if isinstance(select, exp.Column) else ""
         if not name or name == "*":
             raise SqlSpecError(f"output column {position} ({select.sql(dialect=DIALECT)}) has no name; alias it")
         columns.append(name)
