@@ -115,12 +115,10 @@ def _load_error(tmp_path: Path, text: str) -> str:
 def test_a_spec_becomes_an_asset_with_its_deps_checks_owners_description_profile_and_freshness(tmp_path: Path) -> None:
     folder = _write_specs(tmp_path / "specs", merchant_totals=MERCHANT_TOTALS, merchant_trends=MERCHANT_TRENDS)
     assets = spec_assets("test_specs", load_specs(folder, CATALOG))
-    # Same partitions, profile and backfill policy: one subsettable multi-asset for both.
-    (multi,) = assets
-    assert multi.can_subset and multi.op.name == "test_specs_0"
     graph = dg.Definitions(assets=assets, resources=NO_RESOURCES).resolve_asset_graph()
     totals = graph.get(dg.AssetKey(["reports", "merchant_totals"]))
     trends = graph.get(dg.AssetKey(["reports", "merchant_trends"]))
+    keys = [totals.key, trends.key]
 
     assert totals.description == "Principal lent per merchant and day."
     assert totals.owners == ["team:merchant-analytics", "ana@example.com"]
@@ -132,17 +130,18 @@ def test_a_spec_becomes_an_asset_with_its_deps_checks_owners_description_profile
         fail_window=timedelta(hours=30), warn_window=timedelta(hours=26)
     )
     assert totals.parent_keys == {LOANS.asset_key}
-    checks = {key: {c.name: c.blocking for c in multi.check_specs if c.asset_key == key} for key in multi.keys}
+    checks = {key: {c.name: c.blocking for a in assets for c in a.check_specs if c.asset_key == key} for key in keys}
     assert checks[totals.key] == {
         "unique_business_date_merchant_id": True,
         "principal_is_positive": True,
     }
     assert checks[trends.key] == {"not_null_merchant_id": False}
-    assert {dep.asset_key: dep.partition_mapping for dep in multi.specs_by_key[trends.key].deps} == {
+    (trends_def,) = [a for a in assets if trends.key in a.keys]
+    assert {dep.asset_key: dep.partition_mapping for dep in trends_def.specs_by_key[trends.key].deps} == {
         totals.key: None,
         trends.key: dg.TimeWindowPartitionMapping(start_offset=-1, end_offset=-1),
     }
-    assert multi.op.tags[COMPUTE_PROFILE_TAG] == "medium"
+    assert trends_def.op.tags[COMPUTE_PROFILE_TAG] == "medium"
 
 
 def test_datasets_of_different_profiles_or_partitions_go_to_different_assets_and_singles_keep_their_pool(
@@ -156,16 +155,33 @@ def test_datasets_of_different_profiles_or_partitions_go_to_different_assets_and
     assert single.op.pool == "iceberg-reports-merchant_totals"
 
 
-def test_chunks_hold_at_most_the_maximum_in_dependency_order(tmp_path: Path) -> None:
-    chain = {
+def test_multi_assets_hold_one_level_of_the_graph_at_most_the_maximum_each(tmp_path: Path) -> None:
+    # step0 <- step1..4 (fan-out) <- step5 (fan-in of step1 and step2)
+    reads = {1: "reports.step0", 2: "reports.step0", 3: "reports.step0", 4: "reports.step0", 5: "reports.step1"}
+    specs = {
         f"step{i}": MERCHANT_TOTALS.replace("reports.merchant_totals", f"reports.step{i}").replace(
-            "core.loans", "core.loans" if i == 0 else f"reports.step{i - 1}"
+            "core.loans", reads.get(i, "core.loans")
         )
-        for i in range(5)
+        for i in range(6)
     }
-    datasets = load_specs(_write_specs(tmp_path / "specs", **chain), CATALOG)
-    assets = spec_assets("chain", datasets, max_per_asset=2)
-    assert [sorted(k.path[1] for k in a.keys) for a in assets] == [["step0", "step1"], ["step2", "step3"], ["step4"]]
+    specs["step5"] = (
+        specs["step5"]
+        .replace(
+            "  loans: {table: reports.step1, window: this_partition}\n",
+            "  loans: {table: reports.step1, window: this_partition}\n  more: {table: reports.step2}\n",
+        )
+        .replace("  FROM loans\n", "  FROM (SELECT * FROM loans UNION ALL SELECT * FROM more) AS u\n")
+    )
+    datasets = load_specs(_write_specs(tmp_path / "specs", **specs), CATALOG)
+    assets = spec_assets("fan", datasets, max_per_asset=3)
+    # Level by level, so no multi-asset both feeds and reads another (Dagster would split it up again).
+    assert [sorted(k.path[1] for k in a.keys) for a in assets] == [
+        ["step0"],
+        ["step1", "step2", "step3"],
+        ["step4"],
+        ["step5"],
+    ]
+    assert [a.can_subset for a in assets] == [False, True, True, False]
 
 
 def test_the_component_loads_the_folder_through_dagster(tmp_path: Path) -> None:
@@ -302,9 +318,14 @@ def _seed_loans(lake: IcebergLakeResource, rows: list[tuple[str, int, int, str]]
 def test_spec_datasets_materialize_on_spark_and_iceberg_and_a_rerun_replaces_the_partition(
     tmp_path: Path, lake: IcebergLakeResource, spark_resource: SparkResource, spark: SparkSession
 ) -> None:
-    folder = _write_specs(tmp_path / "specs", merchant_totals=MERCHANT_TOTALS, merchant_trends=MERCHANT_TRENDS)
+    # A second dataset of the first level, so that level runs as one multi-asset step.
+    copy = MERCHANT_TOTALS.replace("reports.merchant_totals", "reports.merchant_totals_copy")
+    folder = _write_specs(
+        tmp_path / "specs", merchant_totals=MERCHANT_TOTALS, merchant_totals_copy=copy, merchant_trends=MERCHANT_TRENDS
+    )
     datasets = load_specs(folder, CATALOG)
     assets = spec_assets("test_specs", datasets)
+    assert sorted(len(a.keys) for a in assets) == [1, 2]
     _seed_loans(
         lake,
         [
@@ -324,7 +345,7 @@ def test_spec_datasets_materialize_on_spark_and_iceberg_and_a_rerun_replaces_the
         "principal_is_positive": True,
         "not_null_merchant_id": True,
     }
-    totals, trends = (d.table for d in datasets)
+    totals, _, trends = (d.table for d in datasets)
     day = ["2024-01-02"]
     got_totals = sorted(
         (r["merchant_id"], r["loans"], r["principal"]) for r in lake.read_arrow(totals, day).to_pylist()
