@@ -427,3 +427,14 @@ def test_the_merchant_performance_spec_computes_exactly_what_its_python_frame_di
     spec_rows, frame_rows = sorted(spec.collect(), key=repr), sorted(frame.collect(), key=repr)
     assert len(frame_rows) > 15 and any(r["delinquent_loans"] for r in frame_rows)
     assert spec_rows == frame_rows
+
+
+def test_the_readme_example_spec_loads_against_the_lending_catalog(tmp_path: Path) -> None:
+    from assets.lending.dataset_specs import LENDING_SPEC_CATALOG
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    section = readme[readme.index("### Add a dataset with a spec") :]
+    example = section[section.index("```yaml\n") + len("```yaml\n") : section.index("```\n", section.index("```yaml"))]
+    (dataset,) = load_specs(_write_specs(tmp_path / "specs", merchant_refunds=example), LENDING_SPEC_CATALOG)
+    assert dataset.table.identifier == "reporting.merchant_refunds"
+    assert [a.name for a in dataset.audits] == ["unique_business_date_merchant_id_refund_type", "refunds_are_positive"]
