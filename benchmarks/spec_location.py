@@ -33,6 +33,7 @@ import os
 import platform
 import pstats
 import random
+import re
 import statistics
 import subprocess
 import sys
@@ -349,6 +350,9 @@ def render(
         f".venv/bin/python -m benchmarks.spec_location --datasets {args.datasets} --depth {args.depth} "
         f"--repeat {args.repeat} --write-docs"
     )
+    # Paths shortened to the package (no path of the measuring machine in the docs).
+    profile = profile.replace(f"{PROJECT_ROOT}/", "")
+    profile = re.sub(r"\S*/site-packages/", "", re.sub(r"\S*/lib/python3\.\d+/(?!site-packages)", "", profile))
     profile_lines = "\n".join(line for line in profile.splitlines() if line.strip())
     return f"""{START}
 ## Spec location: {args.datasets:,} spec-defined datasets against {args.datasets:,} `@asset` functions
