@@ -14,6 +14,7 @@ import dagster as dg
 
 from assets.lending import DOMAIN
 from assets.lending.core import core_assets
+from assets.lending.dataset_specs import lending_spec_tables
 from assets.lending.landing import LandingZoneResource
 from assets.lending.raw import raw_assets
 from assets.lending.reporting import reporting_assets
@@ -46,6 +47,7 @@ lending_lake_tables = [
     REPORTING_PORTFOLIO_DAILY,
     REPORTING_VINTAGE_CURVES,
     REPORTING_MERCHANT_PERFORMANCE,
+    *lending_spec_tables,
 ]
 # The hours after a partition's window closes by which it must be materialized. Business-day windows close at the
 # next business day's 00:00 New York time: raw is due by 06:00, core by 08:00, reporting by 10:00.

@@ -1,5 +1,7 @@
 """Reporting layer of the loan domain: portfolio, vintage curves and merchant performance per business day.
 
+Merchant performance is a dataset spec (specs/merchant_performance.yaml): Spark SQL with the same conventions.
+
 Every asset reads ``core/loan_daily_status`` for the step's partition keys (a backfill run gets up to 31 of them
 and computes them in one DataFrame), writes through write-audit-publish, and publishes to main only when its
 blocking audits pass on the audit branch.
@@ -19,12 +21,12 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from assets.lending.contract import MONEY_SQL
+from assets.lending.dataset_specs import lending_spec_assets
 from assets.lending.tables import (
     CORE_LOAN_DAILY_STATUS,
     LENDING_PARTITIONS,
     LOAN_STATUSES,
     PARTITION,
-    REPORTING_MERCHANT_PERFORMANCE,
     REPORTING_PORTFOLIO_DAILY,
     REPORTING_VINTAGE_CURVES,
 )
@@ -36,7 +38,6 @@ from batch_platform.lake import LakeTable
 OPEN_STATUSES = ("current", "delinquent")
 assert set(OPEN_STATUSES) < set(LOAN_STATUSES), "open statuses must be declared loan statuses"
 
-DELINQUENT_DAYS = 30  # "delinquent" in merchant_performance: 30+ days past due today
 BACKFILL_POLICY = dg.BackfillPolicy.multi_run(max_partitions_per_run=23)
 
 PORTFOLIO_GROUPS = (PARTITION, "vintage_month", "term_months", "risk_band", "merchant_category", "dpd_bucket")
@@ -108,26 +109,6 @@ def vintage_curves_frame(status: DataFrame) -> DataFrame:
     )
 
 
-def merchant_performance_frame(status: DataFrame) -> DataFrame:
-    """Per business date and merchant: loans and amounts to date, and today's 30+ DPD delinquency.
-
-    Delinquency counts open loans only: core keeps counting days past due on a charged-off loan, whose principal
-    is in principal_charged_off, not overdue.
-    """
-    delinquent = is_open() & (F.col("days_past_due") >= DELINQUENT_DAYS)
-    return status.groupBy(PARTITION, "merchant_id").agg(
-        # The category of the merchant's latest loan: one row per merchant even if a category was restated.
-        F.max_by("merchant_category", F.struct("origination_date", "loan_id")).alias("merchant_category"),
-        F.count(F.lit(1)).alias("loans"),
-        money_sum("principal_originated", "principal_originated"),
-        money_sum("principal_refunded", "principal_refunded"),
-        money_sum("outstanding_principal", "outstanding_principal"),
-        F.count(F.when(delinquent, True)).alias("delinquent_loans"),
-        money_sum(F.when(delinquent, F.col("outstanding_principal")).otherwise(F.lit(0)), "delinquent_principal"),
-        money_sum("principal_charged_off", "principal_charged_off"),
-    )
-
-
 # -- audits ---------------------------------------------------------------------------------------------------
 
 
@@ -174,23 +155,6 @@ VINTAGE_AUDITS = [
     ),
 ]
 
-MERCHANT_AUDITS = [
-    rows_satisfy(
-        "merchant_balances_consistent",
-        "refunded + charged-off + outstanding principal never exceeds originated principal, and delinquent "
-        "loans and principal are part of the merchant's loans and outstanding principal",
-        lambda: (
-            (
-                F.col("principal_refunded") + F.col("principal_charged_off") + F.col("outstanding_principal")
-                <= F.col("principal_originated")
-            )
-            & (F.col("delinquent_loans") <= F.col("loans"))
-            & F.col("delinquent_principal").between(0, F.col("outstanding_principal"))
-        ),
-    ),
-]
-
-
 # -- assets ---------------------------------------------------------------------------------------------------
 
 
@@ -211,7 +175,7 @@ def reporting_dataset(
 
 PORTFOLIO_DAILY = reporting_dataset(REPORTING_PORTFOLIO_DAILY, PORTFOLIO_AUDITS, portfolio_daily_frame, "medium")
 VINTAGE_CURVES = reporting_dataset(REPORTING_VINTAGE_CURVES, VINTAGE_AUDITS, vintage_curves_frame)
-MERCHANT_PERFORMANCE = reporting_dataset(REPORTING_MERCHANT_PERFORMANCE, MERCHANT_AUDITS, merchant_performance_frame)
 
-REPORTING_DATASETS = [PORTFOLIO_DAILY, VINTAGE_CURVES, MERCHANT_PERFORMANCE]
-reporting_assets = [lake_dataset_asset(dataset) for dataset in REPORTING_DATASETS]
+REPORTING_DATASETS = [PORTFOLIO_DAILY, VINTAGE_CURVES]
+# merchant_performance is a spec: specs/merchant_performance.yaml (assets/lending/dataset_specs.py).
+reporting_assets = [*(lake_dataset_asset(dataset) for dataset in REPORTING_DATASETS), *lending_spec_assets]

@@ -1,0 +1,395 @@
+"""Loading a code location of 5,000 spec-defined datasets against the same 5,000 written as one ``@asset`` each.
+
+Both locations are generated into a temporary folder from one dataset graph (``--datasets``, default 5,000, in
+``--depth`` levels, default 10): level 0 reads source tables; every dataset of a later level reads one dataset of
+the level before it (so the graph is as deep as its levels) and up to two more from any earlier level (fan-in), so
+popular datasets feed many (fan-out). Each dataset is a daily-partitioned Spark SQL aggregation with a uniqueness
+audit, some with a row rule too, on one of two compute profiles.
+
+- **specs**: one YAML file per dataset, loaded by ONE ``LakeDatasetSpecs`` component (batch_platform.specs).
+- **@asset**: a generated Python module with one ``@dg.asset`` per dataset carrying the same key, deps, partitions,
+  description, owners, tags, kinds, metadata (the SQL) and check specs; its body would run the SQL.
+
+Measured in the same run, each in a fresh interpreter, alternating which goes first, ``--repeat`` times:
+- **import**: importing the location's module, which builds its ``Definitions`` (the @asset module runs its 5,000
+  decorators; the specs module reads, checks and groups its 5,000 files), after ``dagster``, pyspark and the
+  platform are imported (timed apart as *framework*);
+- **build**: the asset graph resolved (``Definitions.get_repository_def()``);
+- **validate**: wall time of ``dagster definitions validate -f <module>`` (a subprocess: its own interpreter start,
+  imports, load and validation).
+Then where the spec load's time goes: its phases timed one by one in-process, and cProfile's top entries.
+
+Reproduce: ``.venv/bin/python -m benchmarks.spec_location`` (``--write-docs`` replaces its section of
+docs/benchmarks.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import json
+import os
+import platform
+import pstats
+import random
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import dagster as dg
+import pyarrow as pa
+
+from batch_platform.lake import LakeTable
+from batch_platform.specs import SpecCatalog
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+DOCS = PROJECT_ROOT / "docs" / "benchmarks.md"
+START, END = "<!-- spec_location:start -->", "<!-- spec_location:end -->"
+SOURCES = 20
+SCHEMA = pa.schema(
+    [
+        pa.field("business_date", pa.date32(), nullable=False),
+        pa.field("id", pa.int64(), nullable=False),
+        pa.field("amount", pa.decimal128(18, 2), nullable=False),
+    ]
+)
+DAILY = dg.DailyPartitionsDefinition(start_date="2024-01-01")
+SOURCE_TABLES = [LakeTable("src", f"t{i:02d}", SCHEMA, "business_date") for i in range(SOURCES)]
+BENCH_CATALOG = SpecCatalog.of(SOURCE_TABLES, {"daily": DAILY})
+
+
+@dataclass(frozen=True)
+class Node:
+    name: str
+    level: int
+    inputs: tuple[str, ...]  # table identifiers
+    profile: str
+    rule: bool
+
+
+def dataset_graph(count: int, depth: int, seed: int = 20261206) -> list[Node]:
+    rng = random.Random(seed)
+    per_level = [count // depth + (1 if i < count % depth else 0) for i in range(depth)]
+    levels: list[list[str]] = []
+    nodes = []
+    for level, size in enumerate(per_level):
+        names = [f"d{level}_{i:04d}" for i in range(size)]
+        for name in names:
+            if level == 0:
+                inputs = tuple(sorted({t.identifier for t in rng.sample(SOURCE_TABLES, rng.randint(1, 2))}))
+            else:
+                # Popular upstreams: a skewed pick makes some datasets feed dozens (fan-out).
+                chosen = {f"bench.{levels[level - 1][int(rng.random() ** 2 * len(levels[level - 1]))]}"}
+                for _ in range(rng.randint(0, 2)):
+                    earlier = levels[rng.randrange(level)]
+                    chosen.add(f"bench.{earlier[int(rng.random() ** 2 * len(earlier))]}")
+                inputs = tuple(sorted(chosen))
+            nodes.append(Node(name, level, inputs, rng.choice(["small", "medium"]), rng.random() < 0.5))
+        levels.append(names)
+    return nodes
+
+
+def _input_name(identifier: str) -> str:
+    return identifier.replace(".", "_")
+
+
+def _sql(node: Node) -> str:
+    selects = [f"    SELECT business_date, id, amount FROM {_input_name(i)}" for i in node.inputs]  # noqa: S608
+    union = "\n    UNION ALL\n".join(selects)
+    return (
+        f"SELECT business_date, id, CAST(sum(amount) AS decimal(18,2)) AS amount\n"
+        f"FROM (\n{union}\n) AS u\nGROUP BY business_date, id\n"
+    )
+
+
+def spec_yaml(node: Node) -> str:
+    inputs = "\n".join(f"  {_input_name(i)}: {{table: {i}, window: this_partition}}" for i in node.inputs)
+    rule = (
+        "  rows_satisfy:\n"
+        "    - {name: amount_not_negative, description: amounts are never negative, condition: 'amount >= 0'}\n"
+        if node.rule
+        else ""
+    )
+    return (
+        f"table: bench.{node.name}\n"
+        f"description: Amounts per id and day from {', '.join(node.inputs)}.\n"
+        "owners: [team:bench]\n"
+        "partitions: daily\n"
+        "partition_column: business_date\n"
+        "columns:\n  business_date: date not null\n  id: long not null\n  amount: decimal(18,2) not null\n"
+        f"inputs:\n{inputs}\n"
+        f"sql: |\n{textwrap.indent(_sql(node), '  ')}"
+        f"compute: {node.profile}\n"
+        f"audits:\n  unique: [business_date, id]\n{rule}"
+    )
+
+
+COMMON = """
+import dagster as dg
+from batch_platform.lake import IcebergLakeResource
+from batch_platform.spark import SparkResource
+from benchmarks.spec_location import BENCH_CATALOG, DAILY
+
+RESOURCES = {{"lake": IcebergLakeResource(data_dir={data_dir!r}), "spark": SparkResource()}}
+"""
+
+
+def specs_module(folder: Path, data_dir: Path) -> str:
+    return COMMON.format(data_dir=str(data_dir)) + textwrap.dedent(
+        f"""
+        from batch_platform.specs import LakeDatasetSpecs
+
+        SPECS = LakeDatasetSpecs(path={str(folder)!r}, catalog="benchmarks.spec_location:BENCH_CATALOG", name="bench")
+        # Built at import, as the @asset module is: `dagster definitions validate` calls a @dg.definitions function
+        # twice (once to find the location's targets, once to load it), which would load every spec twice.
+        defs = dg.Definitions(assets=SPECS.build_assets(), resources=RESOURCES)
+        """
+    )
+
+
+def asset_module(nodes: list[Node], data_dir: Path) -> str:
+    """One ``@dg.asset`` per dataset, written out the way a team writes them by hand."""
+    lines = [
+        COMMON.format(data_dir=str(data_dir)),
+        "from batch_platform.compute import profile_tags",
+        "",
+        "def run_sql(context, sql, inputs):  # what each body would do; never called while loading",
+        "    raise NotImplementedError",
+        "",
+    ]
+    for node in nodes:
+        key = ["bench", node.name]
+        deps = ", ".join(f"dg.AssetKey({i.split('.')!r})" for i in node.inputs)
+        checks = [f'dg.AssetCheckSpec("unique_business_date_id", asset={key!r}, blocking=True)']
+        if node.rule:
+            checks.append(f'dg.AssetCheckSpec("amount_not_negative", asset={key!r}, blocking=True)')
+        lines.append(
+            textwrap.dedent(
+                f"""
+                @dg.asset(
+                    key={key!r},
+                    deps=[{deps}],
+                    partitions_def=DAILY,
+                    description={f"Amounts per id and day from {', '.join(node.inputs)}."!r},
+                    owners=["team:bench"],
+                    group_name="bench",
+                    kinds={{"spark", "iceberg"}},
+                    op_tags=profile_tags({node.profile!r}),
+                    metadata={{"batch_platform/sql": {_sql(node)!r}}},
+                    check_specs=[{", ".join(checks)}],
+                    required_resource_keys={{"lake", "spark"}},
+                )
+                def {node.name}(context):
+                    return run_sql(context, {_sql(node)!r}, {list(map(_input_name, node.inputs))!r})
+                """
+            )
+        )
+    lines.append("\nASSETS = [v for v in list(globals().values()) if isinstance(v, dg.AssetsDefinition)]")
+    lines.append("defs = dg.Definitions(assets=ASSETS, resources=RESOURCES)\n")
+    return "\n".join(lines)
+
+
+PROBE = r"""
+import json, sys, time, importlib
+t0 = time.perf_counter()
+import dagster as dg, pyspark.sql, batch_platform.datasets, batch_platform.specs, benchmarks.spec_location
+t1 = time.perf_counter()
+module = importlib.import_module(sys.argv[1])
+t2 = time.perf_counter()
+defs = module.defs() if callable(module.defs) else module.defs
+repo = defs.get_repository_def()
+assets = len(repo.asset_graph.get_all_asset_keys())
+t3 = time.perf_counter()
+print(json.dumps({"framework": t1 - t0, "import": t2 - t1, "build": t3 - t2, "assets": assets}))
+"""
+
+
+def probe(folder: Path, module: str) -> dict[str, float]:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(folder), str(PROJECT_ROOT)])}
+    out = subprocess.run(
+        [sys.executable, "-c", PROBE, module], env=env, cwd=PROJECT_ROOT, capture_output=True, text=True, check=True
+    )
+    result: dict[str, float] = json.loads(out.stdout.strip().splitlines()[-1])
+    start = time.perf_counter()
+    validated = subprocess.run(
+        [str(Path(sys.executable).parent / "dagster"), "definitions", "validate", "-f", str(folder / f"{module}.py")],
+        env={**env, "DAGSTER_HOME": str(folder / "dagster_home")},
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+    )
+    if validated.returncode != 0:
+        raise RuntimeError(f"{module}: dagster definitions validate failed:\n{validated.stdout}\n{validated.stderr}")
+    result["validate"] = time.perf_counter() - start
+    return result
+
+
+def phases(folder: Path) -> tuple[list[tuple[str, float]], str]:
+    """The spec load's phases, timed apart in this process, and cProfile's top entries of the whole load."""
+    import yaml
+
+    from batch_platform.specs import load_specs, spec_assets
+    from batch_platform.specs.load import Loader, spec_files
+    from batch_platform.specs.model import DatasetSpec
+    from batch_platform.specs.sql import shape
+
+    files = spec_files(folder / "specs")
+    timed: list[tuple[str, float]] = []
+    t = time.perf_counter()
+    raw = [yaml.load(p.read_text(), Loader=Loader) for p in files]
+    timed.append(("read + parse YAML (libyaml)", time.perf_counter() - t))
+    t = time.perf_counter()
+    specs = [DatasetSpec.model_validate(r) for r in raw]
+    timed.append(("pydantic model validation", time.perf_counter() - t))
+    columns = {"business_date": "date", "id": "bigint", "amount": "decimal(18,2)"}
+    t = time.perf_counter()
+    for s in specs:
+        shape(s.sql, {name: columns for name in s.inputs})
+    timed.append(("sqlglot: parse SQL, tables read, output columns", time.perf_counter() - t))
+    t = time.perf_counter()
+    datasets = load_specs(folder / "specs", BENCH_CATALOG)
+    whole_load = time.perf_counter() - t
+    timed.append(("load_specs in all (the three above + checks + LakeDatasets)", whole_load))
+    t = time.perf_counter()
+    assets = spec_assets("bench", datasets)
+    timed.append((f"spec_assets: {len(assets)} multi-assets", time.perf_counter() - t))
+    t = time.perf_counter()
+    dg.Definitions(assets=assets, resources=_resources(folder)).get_repository_def()
+    timed.append(("Definitions + asset graph", time.perf_counter() - t))
+    profiler = cProfile.Profile()
+    profiler.enable()
+    dg.Definitions(
+        assets=spec_assets("bench", load_specs(folder / "specs", BENCH_CATALOG)), resources=_resources(folder)
+    ).get_repository_def()
+    profiler.disable()
+    text = io.StringIO()
+    pstats.Stats(profiler, stream=text).sort_stats("tottime").print_stats(12)
+    return timed, text.getvalue()
+
+
+def _resources(folder: Path) -> dict[str, object]:
+    from batch_platform.lake import IcebergLakeResource
+    from batch_platform.spark import SparkResource
+
+    return {"lake": IcebergLakeResource(data_dir=str(folder / "lake")), "spark": SparkResource()}
+
+
+def _median(values: list[float]) -> str:
+    return f"{statistics.median(values):.2f} ({min(values):.2f}-{max(values):.2f})"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--datasets", type=int, default=5000)
+    parser.add_argument("--depth", type=int, default=10)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--write-docs", action="store_true")
+    args = parser.parse_args(argv)
+
+    nodes = dataset_graph(args.datasets, args.depth)
+    with tempfile.TemporaryDirectory(prefix="spec_location_") as tmp:
+        folder = Path(tmp)
+        (folder / "specs").mkdir()
+        (folder / "dagster_home").mkdir()
+        for node in nodes:
+            (folder / "specs" / f"{node.name}.yaml").write_text(spec_yaml(node))
+        (folder / "bench_specs_location.py").write_text(specs_module(folder / "specs", folder / "lake"))
+        (folder / "bench_asset_location.py").write_text(asset_module(nodes, folder / "lake"))
+        variants = {"specs": "bench_specs_location", "@asset": "bench_asset_location"}
+        runs: dict[str, list[dict[str, float]]] = {v: [] for v in variants}
+        for repeat in range(args.repeat):
+            order = list(variants) if repeat % 2 == 0 else list(reversed(variants))
+            for variant in order:
+                runs[variant].append(probe(folder, variants[variant]))
+                print(variant, runs[variant][-1], flush=True)
+        timed, profile = phases(folder)
+    section = render(args, nodes, runs, timed, profile)
+    print(section)
+    if args.write_docs:
+        from benchmarks.markdown import update_section
+
+        update_section(DOCS, section, START, END)
+    return 0
+
+
+def render(
+    args: argparse.Namespace,
+    nodes: list[Node],
+    runs: dict[str, list[dict[str, float]]],
+    timed: list[tuple[str, float]],
+    profile: str,
+) -> str:
+    fan_in = [len(n.inputs) for n in nodes]
+    fan_out: dict[str, int] = {}
+    for n in nodes:
+        for i in n.inputs:
+            fan_out[i] = fan_out.get(i, 0) + 1
+    rows = []
+    for variant, results in runs.items():
+        total = [r["import"] + r["build"] for r in results]
+        rows.append(
+            f"| {variant} | {results[0]['assets']:,.0f} | {_median([r['framework'] for r in results])} | "
+            f"{_median([r['import'] for r in results])} | {_median([r['build'] for r in results])} | "
+            f"{_median(total)} | {_median([r['validate'] for r in results])} |"
+        )
+    ratio_load = [
+        (s["import"] + s["build"]) / (a["import"] + a["build"])
+        for s, a in zip(runs["specs"], runs["@asset"], strict=True)
+    ]
+    ratio_validate = [s["validate"] / a["validate"] for s, a in zip(runs["specs"], runs["@asset"], strict=True)]
+    phase_rows = "\n".join(f"| {name} | {seconds:.2f} |" for name, seconds in timed)
+    reproduce = (
+        f".venv/bin/python -m benchmarks.spec_location --datasets {args.datasets} --depth {args.depth} "
+        f"--repeat {args.repeat} --write-docs"
+    )
+    # Paths shortened to the package (no path of the measuring machine in the docs).
+    profile = profile.replace(f"{PROJECT_ROOT}/", "")
+    profile = re.sub(r"\S*/site-packages/", "", re.sub(r"\S*/lib/python3\.\d+/(?!site-packages)", "", profile))
+    profile_lines = "\n".join(line for line in profile.splitlines() if line.strip())
+    return f"""{START}
+## Spec location: {args.datasets:,} spec-defined datasets against {args.datasets:,} `@asset` functions
+
+Generated by `benchmarks/spec_location.py`; re-running it with `--write-docs` replaces this section.
+
+Reproduce: `{reproduce}`
+
+Measured {datetime.now(UTC):%Y-%m-%d} on {platform.machine()}, {os.cpu_count()} cores, Python
+{platform.python_version()}, dagster {dg.__version__}. The graph: {len(nodes):,} daily-partitioned datasets in
+{args.depth} levels; fan-in 1-3 (mean {statistics.mean(fan_in):.2f}), fan-out up to {max(fan_out.values())} (a
+dataset read by that many others); {SOURCES} source tables under level 0. Both locations are generated from the same
+graph; each run is a fresh interpreter, the two alternate, {args.repeat} repeats, median (min-max) in seconds.
+*framework* (importing dagster, pyspark and the platform) is the same for both and is not in *load*;
+*load* = import + build; *validate* is the wall time of `dagster definitions validate -f` (its own interpreter,
+imports, load and checks).
+
+| location | assets | framework s | import s | build s | load s | validate s |
+|---|---:|---:|---:|---:|---:|---:|
+{chr(10).join(rows)}
+
+Specs / @asset, per repeat: load {", ".join(f"{r:.2f}" for r in ratio_load)}; `dagster definitions validate`
+{", ".join(f"{r:.2f}" for r in ratio_validate)} (target: at most 0.5).
+
+### Where the spec load's time goes (one in-process load, phases timed apart)
+
+| phase | s |
+|---|---:|
+{phase_rows}
+
+cProfile of one whole spec load (load_specs + spec_assets + Definitions + asset graph), top entries by own time:
+
+```
+{profile_lines}
+```
+{END}"""
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
