@@ -498,11 +498,19 @@ def quarantine_rows(parsed: Sequence[ParsedDataset], business_date: date, versio
 # -- the asset ------------------------------------------------------------------------------------------------------
 
 
-# What the load reads besides the landing drop, declared once: the Dagster dependencies of the raw tables and the
-# partitions the step reads come from these (batch_platform.inputs), so a restated day's closure reaches the later
-# days whose judgment it changes (their volume history, the parents they may be held back for). Dagster takes one
-# partition mapping per upstream table in a multi-asset, so a raw table is read through one window, every
-# partition before the run, even where only the last loaded days count (the volume history).
+# What the load reads of the lake besides the landing drop, declared once: the partitions the step reads come from
+# these (batch_platform.inputs), and so do the Dagster dependencies, so a restated day's closure reaches the later
+# days whose judgment it changes (their volume history, the parents they may hold rows back for).
+#
+# Dagster sees each raw table depend on its own earlier days only. The reads across raw tables (a dataset's
+# volume counts the quarantine, a payment is held back for a loan quarantined earlier) are listed in each table's
+# ``batch_platform/inputs`` metadata but are no Dagster edges: the load is one step that always writes every raw
+# table of a day together (``can_subset=False``), so the self-dependencies already order the days and bring every
+# table's later days into a restatement; edges between the tables with offsets would make the backfill daemon
+# launch one run per day (it only groups a range of a self-dependent asset with nothing else), and two tables
+# reading each other's past leave a backfill with no root. Dagster also takes one window per upstream table in a
+# multi-asset, so a raw table is read through one window, every partition before the run, even where only the last
+# loaded days count (the volume history).
 VOLUME_HISTORY_DAYS = max(t.history_days for t in VOLUME_THRESHOLDS.values())
 VOLUME_HISTORY = {d: LakeInput(RAW_TABLES[d], before_this_partition(), name=d) for d in DATASETS}
 EARLIER_QUARANTINE = LakeInput(RAW_QUARANTINE, before_this_partition(), name="quarantine")
@@ -510,15 +518,9 @@ EARLIER_PARENTS = {parent: LakeInput(RAW_TABLES[parent], before_this_partition()
 
 
 def reads_of(dataset: str | None) -> list[LakeInput]:
-    """What the load of ``dataset`` (None: the quarantine) reads of the lake.
-
-    The quarantine's hold-backs also look at the earlier days of the parent tables (a parent loaded after all), but
-    that edge is not declared: the parents read the quarantine's history, and Dagster cannot place two assets that
-    read each other's earlier partitions (no backfill finds a root). The load is one step that always writes every
-    raw table (``can_subset=False``), so the quarantine's own history dependency brings it along anyway.
-    """
+    """What the load of ``dataset`` (None: the quarantine) reads of the lake."""
     if dataset is None:
-        return [EARLIER_QUARANTINE]
+        return [EARLIER_QUARANTINE, *EARLIER_PARENTS.values()]
     parents = {r.parent for r in REFERENCES.get(dataset, ())}
     return [VOLUME_HISTORY[dataset], EARLIER_QUARANTINE, *(EARLIER_PARENTS[p] for p in sorted(parents))]
 
@@ -531,7 +533,7 @@ def _spec(table: LakeTable, reads: Sequence[LakeInput]) -> dg.AssetSpec:
         group_name="raw",  # the layer; registration makes it the domain's group, lending_raw
         kinds={"iceberg"},
         tags={COMPUTE_PROFILE_TAG: DEFAULT_PROFILE},
-        deps=[r.dep(partitioned=True) for r in reads],
+        deps=[r.dep(partitioned=True) for r in reads if r.table == table],
         metadata={
             "iceberg/table": table.identifier,
             "dagster/table_name": table.identifier,
@@ -624,7 +626,6 @@ def _load_days(
 @dg.multi_asset(
     name="raw_landing_drop",
     description="Load a business day's landing drop into raw.* tables; rows failing the contract go to quarantine.",
-    # The quarantine first: every raw table reads the quarantine of earlier days (Dagster wants them yielded so).
     specs=[_spec(RAW_QUARANTINE, reads_of(None)), *(_spec(RAW_TABLES[d], reads_of(d)) for d in DATASETS)],
     check_specs=[
         dg.AssetCheckSpec(
