@@ -169,8 +169,12 @@ class LakeDataset:
         )
 
 
-def check_required_inputs(instance: dg.DagsterInstance, dataset: LakeDataset, keys: Sequence[str]) -> None:
-    """Fail, naming the partitions, when a required input's window reads partitions never materialized."""
+def check_required_inputs(
+    instance: dg.DagsterInstance, lake: IcebergLakeResource, dataset: LakeDataset, keys: Sequence[str]
+) -> None:
+    """Fail, naming the partitions, when a required input's window reads partitions never materialized while the
+    input table holds data up to them: there was something to carry from. A table with nothing up to them is at
+    the first day of its chain (a new lender, a new dataset) and starts empty."""
     for declared in dataset.inputs:
         if not declared.required:
             continue
@@ -180,12 +184,16 @@ def check_required_inputs(instance: dg.DagsterInstance, dataset: LakeDataset, ke
             wanted = [selection.start, selection.end]
         materialized = instance.get_materialized_partitions(declared.table.asset_key)
         missing = [k for k in wanted if k not in materialized]
-        if missing:
+        first = (
+            declared.partitions_def or dataset.partitions_def or dg.StaticPartitionsDefinition([])
+        ).get_first_partition_key()
+        if missing and first and lake.has_rows(declared.table, dg.PartitionKeyRange(first, max(missing))):
             raise dg.Failure(
                 description=(
                     f"{dataset.table.identifier} reads {declared.window.describe()} of {declared.table.identifier}, "
-                    f"and {', '.join(missing[:5])} {'is' if len(missing) == 1 else 'are'} not materialized: "
-                    "materialize those partitions first (a backfill runs them in order)."
+                    f"and {', '.join(missing[:5])} {'is' if len(missing) == 1 else 'are'} not materialized while "
+                    f"{declared.table.identifier} holds data up to them: materialize those partitions first (a "
+                    "backfill runs them in order)."
                 )
             )
 
@@ -224,7 +232,7 @@ def materialize_dataset(
     spark: SparkResource = context.resources.spark
     session = spark.session_for(context)
     keys = partition_keys(context)
-    check_required_inputs(context.instance, dataset, keys)
+    check_required_inputs(context.instance, lake, dataset, keys)
     frames = read_inputs(dataset, lake, session, keys)
     result = run_transform(dataset, frames, Step(keys, session, context.resources))
     yield from write_audit_publish(

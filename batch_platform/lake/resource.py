@@ -13,6 +13,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import Field, PrivateAttr, field_validator, model_validator
 from pyiceberg.catalog import Catalog, load_catalog
+from pyiceberg.exceptions import NoSuchTableError
 from pyiceberg.manifest import DataFile
 from pyiceberg.table import Table
 from pyiceberg.table.refs import MAIN_BRANCH
@@ -300,6 +301,16 @@ class IcebergLakeResource(dg.ConfigurableResource):
             partitions=partitions,
             snapshot_id=_resolve_snapshot(iceberg_table, snapshot_id, ref),
         )
+
+    def has_rows(self, table: LakeTable, partitions: PartitionSelection = None) -> bool:
+        """Whether main holds any data file in the partitions (metadata only: no data file is read)."""
+        try:
+            iceberg_table = self.load(table)
+        except NoSuchTableError:
+            return False
+        if iceberg_table.current_snapshot() is None:
+            return False
+        return any(True for _ in iceberg_table.scan(row_filter=iceberg_filter(table, partitions)).plan_files())
 
     def read_arrow(
         self,
