@@ -155,8 +155,20 @@ def specs_module(folder: Path, data_dir: Path) -> str:
     )
 
 
+# The column schema a team writes by hand for each table (Dagster's catalog shows it), as the specs derive it.
+HAND_SCHEMA = (
+    'dg.TableSchema(columns=[dg.TableColumn("business_date", "date32[day]", '
+    'constraints=dg.TableColumnConstraints(nullable=False), tags={"partition": ""}), '
+    'dg.TableColumn("id", "int64", constraints=dg.TableColumnConstraints(nullable=False)), '
+    'dg.TableColumn("amount", "decimal128(18, 2)", constraints=dg.TableColumnConstraints(nullable=False))])'
+)
+
+
 def asset_module(nodes: list[Node], data_dir: Path) -> str:
-    """One ``@dg.asset`` per dataset, written out the way a team writes them by hand."""
+    """One ``@dg.asset`` per dataset, written out the way a team writes them by hand: the same key, deps (this
+    partition: Dagster's default mapping, as the specs' ``this_partition``), partitions, description, owners, group,
+    kinds, tags, op tags, metadata (table, column schema, partition column, inputs, SQL) and check specs (name,
+    description, blocking) as the spec location builds. Only the spec file's name is not there (it has none)."""
     lines = [
         COMMON.format(data_dir=str(data_dir)),
         "from batch_platform.compute import profile_tags",
@@ -167,10 +179,19 @@ def asset_module(nodes: list[Node], data_dir: Path) -> str:
     ]
     for node in nodes:
         key = ["bench", node.name]
+        table = f"bench.{node.name}"
         deps = ", ".join(f"dg.AssetKey({i.split('.')!r})" for i in node.inputs)
-        checks = [f'dg.AssetCheckSpec("unique_business_date_id", asset={key!r}, blocking=True)']
+        checks = [
+            f'dg.AssetCheckSpec("unique_business_date_id", asset={key!r}, '
+            'description="business_date, id identify a row", blocking=True)'
+        ]
         if node.rule:
-            checks.append(f'dg.AssetCheckSpec("amount_not_negative", asset={key!r}, blocking=True)')
+            checks.append(
+                f'dg.AssetCheckSpec("amount_not_negative", asset={key!r}, '
+                'description="amounts are never negative", blocking=True)'
+            )
+        inputs = {_input_name(i): f"{i}: this partition" for i in node.inputs}
+        sql_md = f"```sql\n{_sql(node)}\n```"
         lines.append(
             textwrap.dedent(
                 f"""
@@ -182,8 +203,16 @@ def asset_module(nodes: list[Node], data_dir: Path) -> str:
                     owners=["team:bench"],
                     group_name="bench",
                     kinds={{"spark", "iceberg"}},
-                    op_tags=profile_tags({node.profile!r}),
-                    metadata={{"batch_platform/sql": {_sql(node)!r}}},
+                    tags={{"batch-platform/compute-profile": {node.profile!r}}},
+                    op_tags={{**profile_tags({node.profile!r}), "batch-platform/engine": "spark"}},
+                    metadata={{
+                        "iceberg/table": {table!r},
+                        "dagster/table_name": {table!r},
+                        "dagster/column_schema": {HAND_SCHEMA},
+                        "iceberg/partition_column": "business_date",
+                        "batch_platform/inputs": dg.MetadataValue.json({inputs!r}),
+                        "batch_platform/sql": dg.MetadataValue.md({sql_md!r}),
+                    }},
                     check_specs=[{", ".join(checks)}],
                     required_resource_keys={{"lake", "spark"}},
                 )
