@@ -126,8 +126,20 @@ def _table(loaded: DatasetSpec, problems: _Problems) -> LakeTable | None:
     return LakeTable(namespace, name, pa.schema(fields), column, loaded.description)
 
 
+# Spark's name of each Arrow type, converted once per type (a location of thousands of specs has a few types).
+_SPARK_TYPE_NAMES: dict[pa.DataType, str] = {}
+
+
+def _spark_type_name(type_: pa.DataType) -> str:
+    name = _SPARK_TYPE_NAMES.get(type_)
+    if name is None:
+        name = spark_schema(pa.schema([pa.field("c", type_)])).fields[0].dataType.simpleString()
+        _SPARK_TYPE_NAMES[type_] = name
+    return name
+
+
 def _input_columns(table: LakeTable) -> dict[str, str]:
-    return {f.name: spark_schema(pa.schema([f])).fields[0].dataType.simpleString() for f in table.schema}
+    return {f.name: _spark_type_name(f.type) for f in table.schema}
 
 
 def sql_transform(template: str, plain_sql: str) -> Transform:
