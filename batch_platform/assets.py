@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterable, Mapping
+from functools import lru_cache
 from typing import Any
 
 import dagster as dg
+import pyarrow as pa
 
 from batch_platform.compute import (
     COMPUTE_PROFILE_TAG,
@@ -21,15 +23,18 @@ from batch_platform.lake.tables import LakeTable
 
 def column_schema(table: LakeTable) -> dg.TableSchema:
     return dg.TableSchema(
-        columns=[
-            dg.TableColumn(
-                name=f.name,
-                type=str(f.type),
-                constraints=dg.TableColumnConstraints(nullable=f.nullable),
-                tags={"partition": ""} if f.name == table.partition_column else {},
-            )
-            for f in table.schema
-        ]
+        columns=[_column(f.name, f.type, f.nullable, f.name == table.partition_column) for f in table.schema]
+    )
+
+
+@lru_cache(maxsize=4096)
+def _column(name: str, type_: pa.DataType, nullable: bool, partition: bool) -> dg.TableColumn:
+    """One column's entry, shared by the tables that have it (immutable; thousands of tables repeat a few)."""
+    return dg.TableColumn(
+        name=name,
+        type=str(type_),
+        constraints=dg.TableColumnConstraints(nullable=nullable),
+        tags={"partition": ""} if partition else {},
     )
 
 

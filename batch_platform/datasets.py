@@ -154,7 +154,7 @@ class LakeDataset:
             tags[ENGINE_TAG] = SPARK_ENGINE
         return tags
 
-    def spec(self) -> dg.AssetSpec:
+    def spec(self, *, skippable: bool = False) -> dg.AssetSpec:
         return dg.AssetSpec(
             key=self.asset_key,
             deps=self.deps,
@@ -166,6 +166,7 @@ class LakeDataset:
             kinds=set(self.kinds),
             partitions_def=self.partitions_def,
             freshness_policy=self.freshness_policy,
+            skippable=skippable,
         )
 
 
@@ -284,7 +285,7 @@ def lake_datasets_multi_asset(
 
     @dg.multi_asset(
         name=name,
-        specs=[d.spec().replace_attributes(skippable=True) for d in datasets],
+        specs=[d.spec(skippable=True) for d in datasets],
         check_specs=[spec for d in datasets for spec in d.check_specs],
         can_subset=True,
         op_tags=op_tags,

@@ -249,6 +249,38 @@ def test_a_yaml_schema_error_names_the_file_the_field_and_its_line(tmp_path: Pat
     assert "specs/x.yaml:11: columns.principal: unknown type 'money'" in message
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        "a: 1\nb: [true, null, 1.5, '2', 2024-01-01, ~]\nc: {d: x}\n",
+        "a: &x {b: 1}\nc: *x\n",  # an alias
+        "<<: {a: 1}\nb: 2\n",  # a merge
+        "a: 1\na: 2\n",  # a repeated key
+        "1: x\n",  # a key that is no string
+        "a: !!str 3\nb: !!binary aGVsbG8=\n",
+        "- a\n- {b: c}\n",
+        "",
+        "x",
+    ],
+)
+def test_the_spec_loader_constructs_what_the_safe_loader_does(text: str) -> None:
+    import yaml
+
+    from batch_platform.specs.load import Loader
+
+    assert yaml.load(text, Loader=Loader) == yaml.load(text, Loader=yaml.SafeLoader)
+
+
+def test_the_spec_loader_refuses_what_the_safe_loader_refuses() -> None:
+    import yaml
+
+    from batch_platform.specs.load import Loader
+
+    for text in ["? [1]\n: x\n", "a: !foo x\n"]:
+        with pytest.raises(yaml.constructor.ConstructorError):
+            yaml.load(text, Loader=Loader)
+
+
 def test_sql_outputs_and_declared_columns_must_agree(tmp_path: Path) -> None:
     message = _load_error(tmp_path, MERCHANT_TOTALS.replace("count(1) AS loans", "count(1) AS loan_count"))
     assert "sql: outputs no column ['loans'] of the declared columns" in message

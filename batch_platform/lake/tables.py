@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import dagster as dg
 import pyarrow as pa
@@ -52,8 +53,8 @@ class LakeTable:
     def identifier(self) -> str:
         return f"{self.namespace}.{self.name}"
 
-    @property
-    def asset_key(self) -> dg.AssetKey:
+    @cached_property
+    def asset_key(self) -> dg.AssetKey:  # built once: a location of thousands of tables asks for it often
         return dg.AssetKey([self.namespace, self.name])
 
     @property
