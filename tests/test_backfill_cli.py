@@ -258,6 +258,24 @@ def _rows(lake: IcebergLakeResource, table: LakeTable) -> Counter[tuple[object, 
     return Counter(zip(*(data[c].to_pylist() for c in columns), strict=True))
 
 
+def _full_rebuild(
+    lending_backfill: LendingBackfill, spark_resource: SparkResource, tmp_path: Path
+) -> IcebergLakeResource:
+    """From scratch: a new lake built over the landing as it is now, the lender's whole history in one range run."""
+    rebuilt = IcebergLakeResource(data_dir=str(tmp_path / "rebuild"))
+    result = dg.materialize(
+        lending.registered_assets(),
+        resources={**lending_resources(lending_backfill.stack, spark_resource), "lake": rebuilt},
+        instance=dg.DagsterInstance.ephemeral(),
+        tags={
+            ASSET_PARTITION_RANGE_START_TAG: HISTORY_FIRST_DAY.isoformat(),
+            ASSET_PARTITION_RANGE_END_TAG: lending_backfill.days[-1].isoformat(),
+        },
+    )
+    assert result.success
+    return rebuilt
+
+
 def _backfill_tagged(instance: dg.DagsterInstance, key: str, value: str) -> str:
     deadline = time.monotonic() + SENSOR_TIMEOUT_S
     while time.monotonic() < deadline:
@@ -291,18 +309,7 @@ def test_a_corrected_day_flows_through_one_sensor_backfill_to_tables_equal_to_a_
     assert sorted(target.get_partitions_subset(RAW_TABLES["loans"].asset_key).get_partition_keys()) == later
     assert sorted(target.get_partitions_subset(CORE_LOANS.asset_key).get_partition_keys()) == later
 
-    # From scratch: a new lake built over the corrected landing, the lender's whole history in one range run.
-    rebuilt = IcebergLakeResource(data_dir=str(tmp_path / "rebuild"))
-    result = dg.materialize(
-        lending.registered_assets(),
-        resources={**lending_resources(stack, spark_resource), "lake": rebuilt},
-        instance=dg.DagsterInstance.ephemeral(),
-        tags={
-            ASSET_PARTITION_RANGE_START_TAG: HISTORY_FIRST_DAY.isoformat(),
-            ASSET_PARTITION_RANGE_END_TAG: days[-1].isoformat(),
-        },
-    )
-    assert result.success
+    rebuilt = _full_rebuild(lending_backfill, spark_resource, tmp_path)
     for table in RESTATED_TABLES:
         assert _rows(lake, table) == _rows(rebuilt, table), f"{table.identifier} differs from a full rebuild"
     # The correction changed the data (reversed and fixed payments): equality is not the old state read twice.
@@ -351,17 +358,7 @@ def test_a_restated_merchant_category_reaches_later_days_loans_and_merchant_perf
     later_days = [d.isoformat() for d in days if d >= day]
     assert sorted(target.get_partitions_subset(CORE_LOANS.asset_key).get_partition_keys()) == later_days
 
-    rebuilt = IcebergLakeResource(data_dir=str(tmp_path / "rebuild"))
-    result = dg.materialize(
-        lending.assets,
-        resources={**lending_resources(stack, spark_resource), "lake": rebuilt},
-        instance=dg.DagsterInstance.ephemeral(),
-        tags={
-            ASSET_PARTITION_RANGE_START_TAG: HISTORY_FIRST_DAY.isoformat(),
-            ASSET_PARTITION_RANGE_END_TAG: days[-1].isoformat(),
-        },
-    )
-    assert result.success
+    rebuilt = _full_rebuild(lending_backfill, spark_resource, tmp_path)
     for table in (CORE_MERCHANTS, CORE_LOANS, REPORTING_MERCHANT_PERFORMANCE):
         assert _rows(lake, table) == _rows(rebuilt, table), f"{table.identifier} differs from a full rebuild"
     # The restatement reached loans of later days: their category is the restated one.

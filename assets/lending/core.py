@@ -27,6 +27,7 @@ from assets.lending.tables import (
     CORE_REFUNDS,
     CORE_REPAYMENT_SCHEDULE,
     LENDING_PARTITIONS,
+    OPEN_STATUSES,
     PARTITION,
     RAW_TABLES,
 )
@@ -674,9 +675,6 @@ LEDGER_ENTRIES = core_dataset(
     ],
     LEDGER_AUDITS,
 )
-
-
-OPEN_STATUSES = ("current", "delinquent")
 
 
 def interest_accruals(

@@ -9,7 +9,7 @@ blocking audits pass on the audit branch.
 Conventions shared by the three tables:
 - Money sums stay decimal and are cast back to decimal(18, 2) (Spark widens a sum to decimal(28, 2)); rates are
   doubles.
-- A loan is *open* while its status is one of OPEN_STATUSES (as in core). Closed loans (paid off, cancelled,
+- A loan is *open* while its status is one of OPEN_STATUSES (tables.py). Closed loans (paid off, cancelled,
   charged off) stay in loan_daily_status with their to-date amounts, and the money columns sum them too, so that
   each row keeps the balance identity outstanding = originated - repaid - refunded - charged off.
 """
@@ -26,6 +26,7 @@ from assets.lending.tables import (
     CORE_LOAN_DAILY_STATUS,
     LENDING_PARTITIONS,
     LOAN_STATUSES,
+    OPEN_STATUSES,
     PARTITION,
     REPORTING_PORTFOLIO_DAILY,
     REPORTING_VINTAGE_CURVES,
@@ -35,7 +36,6 @@ from batch_platform.datasets import LakeDataset, lake_dataset_asset
 from batch_platform.inputs import LakeInput
 from batch_platform.lake import LakeTable
 
-OPEN_STATUSES = ("current", "delinquent")
 assert set(OPEN_STATUSES) < set(LOAN_STATUSES), "open statuses must be declared loan statuses"
 
 BACKFILL_POLICY = dg.BackfillPolicy.multi_run(max_partitions_per_run=23)

@@ -249,6 +249,8 @@ CORE_RECOVERIES = LakeTable(
 
 DPD_BUCKETS = ("current", "1-29", "30-59", "60-89", "90-119", "120+")
 LOAN_STATUSES = ("current", "delinquent", "charged_off", "paid_off", "cancelled")
+# A loan is open (accrues interest, counts in open balances) while its status is one of these.
+OPEN_STATUSES = ("current", "delinquent")
 
 CORE_LOAN_DAILY_STATUS = LakeTable(
     namespace="core",
