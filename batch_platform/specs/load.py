@@ -8,7 +8,8 @@ whose transform runs the SQL. Problems are collected across all files and raised
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable, Mapping
+import inspect
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -22,11 +23,13 @@ from pyspark.sql import DataFrame
 
 from batch_platform.audit import Audit, not_null, rows_satisfy, unique
 from batch_platform.compute import COMPUTE_PROFILES
-from batch_platform.datasets import LakeDataset, Step, Transform
+from batch_platform.datasets import STEP_PARAMETER, LakeDataset, Step
 from batch_platform.inputs import InputWindowError, LakeInput
 from batch_platform.lake import LakeTable
 from batch_platform.lake.spark_io import spark_schema
+from batch_platform.specs import checked
 from batch_platform.specs.catalog import SpecCatalog
+from batch_platform.specs.checked import CheckedSpec
 from batch_platform.specs.columns import ColumnTypeError, parse_column
 from batch_platform.specs.errors import SpecError, SpecProblem, dotted, line_of
 from batch_platform.specs.model import DatasetSpec, parse_window
@@ -114,9 +117,9 @@ def _close(word: str, known: Iterable[str]) -> str:
     )
 
 
-def _parse(path: Path, shown: str, problems: _Problems) -> DatasetSpec | None:
+def _parse(text: str, shown: str, problems: _Problems) -> DatasetSpec | None:
     try:
-        raw = yaml.load(path.read_text(), Loader=Loader)
+        raw = yaml.load(text, Loader=Loader)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         problems.found.append(
@@ -184,24 +187,31 @@ def _input_columns(table: LakeTable) -> dict[str, str]:
     return {f.name: _spark_type_name(f.type) for f in table.schema}
 
 
-def sql_transform(template: str, plain_sql: str) -> Transform:
-    """The transform of a spec: its SQL over the inputs, each bound to its name for this one query."""
+class SqlTransform:
+    """The transform of a spec: its SQL over the inputs, each bound to its name for this one query.
 
-    def transform(step: Step, **inputs: DataFrame) -> DataFrame:
-        return step.session.sql(template, None, **inputs) if inputs else step.session.sql(plain_sql)
+    A class with one signature for all (``LakeDataset`` inspects every transform's signature, which is measurable
+    for thousands of closures)."""
 
-    return transform
+    __signature__ = inspect.Signature(
+        [
+            inspect.Parameter(STEP_PARAMETER, inspect.Parameter.POSITIONAL_OR_KEYWORD),
+            inspect.Parameter("inputs", inspect.Parameter.VAR_KEYWORD),
+        ]
+    )
+
+    def __init__(self, template: str, plain_sql: str) -> None:
+        self.template, self.plain_sql = template, plain_sql
+
+    def __call__(self, step: Step, **inputs: DataFrame) -> DataFrame:
+        return step.session.sql(self.template, None, **inputs) if inputs else step.session.sql(self.plain_sql)
 
 
-def _audits(spec: DatasetSpec, columns: set[str], problems: _Problems) -> list[Audit]:
-    audits: list[Audit] = []
-    for kind, build in (("unique", unique), ("not_null", not_null)):
-        wanted: list[str] = getattr(spec.audits, kind)
-        unknown = [c for c in wanted if c not in columns]
+def _check_audits(spec: DatasetSpec, columns: set[str], problems: _Problems) -> None:
+    for kind in ("unique", "not_null"):
+        unknown = [c for c in getattr(spec.audits, kind) if c not in columns]
         if unknown:
             problems.add(("audits", kind), f"{unknown} are not output columns")
-        elif wanted:
-            audits.append(build(*wanted, blocking=spec.audits.blocking))
     for position, rule in enumerate(spec.audits.rows_satisfy):
         where = ("audits", "rows_satisfy", position, "condition")
         try:
@@ -211,7 +221,15 @@ def _audits(spec: DatasetSpec, columns: set[str], problems: _Problems) -> list[A
             continue
         if unknown:
             problems.add(where, f"names {unknown}, which are not output columns")
-            continue
+
+
+def _audits(spec: DatasetSpec) -> list[Audit]:
+    audits: list[Audit] = []
+    for kind, build in (("unique", unique), ("not_null", not_null)):
+        wanted: list[str] = getattr(spec.audits, kind)
+        if wanted:
+            audits.append(build(*wanted, blocking=spec.audits.blocking))
+    for rule in spec.audits.rows_satisfy:
         condition = rule.condition
         audits.append(
             rows_satisfy(rule.name, rule.description, lambda c=condition: _expr(c), blocking=rule.blocking)  # type: ignore[misc]
@@ -246,9 +264,11 @@ def _backfill(spec: DatasetSpec) -> dg.BackfillPolicy | None:
     return dg.BackfillPolicy.multi_run(max_partitions_per_run=spec.backfill.max_partitions_per_run or 1)
 
 
-def _dataset(
+def _check(
     loaded: LoadedSpec, tables: Mapping[str, LakeTable], catalog: SpecCatalog, problems: _Problems
-) -> LakeDataset | None:
+) -> CheckedSpec | None:
+    """Every check of one spec against the catalog and the other specs' tables: what it reads, its SQL's shape,
+    partitions, profile and audits."""
     spec, table = loaded.spec, loaded.table
     start = len(problems.found)
     partitions_def = None
@@ -318,16 +338,29 @@ def _dataset(
         problems.add("sql", f"outputs {extra}, which are not declared columns (columns: {', '.join(spec.columns)})")
     if duplicated:
         problems.add("sql", f"outputs {duplicated} more than once")
-    audits = _audits(spec, set(spec.columns), problems)
+    _check_audits(spec, set(spec.columns), problems)
     if len(problems.found) > start:
         return None
+    return CheckedSpec(loaded.shown, spec, table, sql.template)
+
+
+def _inputs(spec: DatasetSpec, tables: Mapping[str, LakeTable]) -> list[LakeInput]:
+    return [
+        LakeInput(tables[declared.table], parse_window(declared.window), name=name, required=declared.required)
+        for name, declared in spec.inputs.items()
+    ]
+
+
+def build_dataset(checked: CheckedSpec, tables: Mapping[str, LakeTable], catalog: SpecCatalog) -> LakeDataset:
+    """The dataset of a spec that passed its checks (just now, or when its checks were stored)."""
+    spec, table = checked.spec, checked.table
     group = spec.group or (catalog.group_of(table) if catalog.group_of else None)
     return LakeDataset(
         table,
-        sql_transform(sql.template, spec.sql),
-        inputs=inputs,
-        audits=audits,
-        partitions_def=partitions_def,
+        SqlTransform(checked.template, spec.sql),
+        inputs=_inputs(spec, tables),
+        audits=_audits(spec),
+        partitions_def=catalog.partitions[spec.partitions] if spec.partitions is not None else None,
         description=spec.description,
         compute=spec.compute,
         owners=spec.owners,
@@ -336,24 +369,47 @@ def _dataset(
         freshness_policy=_freshness(spec),
         tags=dict(catalog.tags),
         extra_metadata={
-            SPEC_FILE_METADATA: loaded.shown,
+            SPEC_FILE_METADATA: checked.shown,
             "batch_platform/sql": dg.MetadataValue.md(f"```sql\n{spec.sql}\n```"),
         },
     )
 
 
 def load_specs(folder: Path | str, catalog: SpecCatalog, *, shown_relative_to: Path | None = None) -> list[LakeDataset]:
-    """Every spec under ``folder`` as a LakeDataset; a ``SpecError`` listing every problem if any spec is wrong."""
+    """Every spec under ``folder`` as a LakeDataset; a ``SpecError`` listing every problem if any spec is wrong.
+
+    The checks of a folder without problems are stored beside it and reused while no file, catalog table or loader
+    changed (``batch_platform.specs.checked``)."""
     folder = Path(folder)
     base = shown_relative_to or folder.parent
-    files = spec_files(folder)
+    files = [
+        (path, str(path.relative_to(base)) if path.is_relative_to(base) else str(path), path.read_bytes())
+        for path in spec_files(folder)
+    ]
+    store = checked.enabled()
+    made_under = checked.key([(shown, data) for _, shown, data in files], catalog, list(COMPUTE_PROFILES))
+    stored = checked.read(folder, made_under) if store else None
+    passed = stored if stored is not None else check_specs(files, catalog)
+    if store and stored is None:
+        checked.write(folder, made_under, passed)
+    tables = {**catalog.tables, **{c.spec.table: c.table for c in passed}}
+    return [build_dataset(c, tables, catalog) for c in passed]
+
+
+def check_specs(files: Sequence[tuple[Path, str, bytes]], catalog: SpecCatalog) -> list[CheckedSpec]:
+    """Check every ``(path, shown, bytes)`` spec file; a ``SpecError`` listing every problem if any is wrong."""
     problems: list[SpecProblem] = []
     loaded: list[tuple[LoadedSpec, _Problems]] = []
     written: dict[str, str] = {}
-    for path in files:
-        shown = str(path.relative_to(base)) if path.is_relative_to(base) else str(path)
+    for path, shown, data in files:
         file_problems = _Problems(path, shown)
-        spec = _parse(path, shown, file_problems)
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as e:
+            file_problems.add((), f"not UTF-8 text ({e.reason} at byte {e.start})")
+            problems.extend(file_problems.found)
+            continue
+        spec = _parse(text, shown, file_problems)
         table = _table(spec, file_problems) if spec is not None else None
         if spec is not None and spec.table in written:
             file_problems.add("table", f"{spec.table} is already written by {written[spec.table]}")
@@ -368,15 +424,15 @@ def load_specs(folder: Path | str, catalog: SpecCatalog, *, shown_relative_to: P
         if spec is not None and table is not None and not file_problems.found:
             loaded.append((LoadedSpec(path, shown, spec, table), file_problems))
     tables = {**catalog.tables, **{item.spec.table: item.table for item, _ in loaded}}
-    datasets = []
+    passed = []
     for item, file_problems in loaded:
-        dataset = _dataset(item, tables, catalog, file_problems)
+        result = _check(item, tables, catalog, file_problems)
         problems.extend(file_problems.found)
-        if dataset is not None:
-            datasets.append(dataset)
+        if result is not None:
+            passed.append(result)
     if problems:
         raise SpecError(problems)
-    return datasets
+    return passed
 
 
 def _schema_diff(known: LakeTable, spec: LakeTable) -> str:
