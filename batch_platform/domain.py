@@ -41,7 +41,7 @@ ResourceFactory = Callable[[str], Mapping[str, Any]]
 AssetLike = dg.AssetsDefinition | dg.AssetSpec | dg.SourceAsset
 
 # Subcommands of `batch-platform` that the platform itself defines (batch_platform/cli.py); no domain may take them.
-PLATFORM_COMMANDS = frozenset({"demo", "spark-jars", "backfill"})
+PLATFORM_COMMANDS = frozenset({"demo", "spark-jars", "backfill", "specs"})
 # The composition module that `batch-platform` loads: it defines PLATFORM (a Platform). Dagster loads its `defs`.
 DEFINITIONS_MODULE_ENV = "BATCH_PLATFORM_DEFINITIONS"
 DEFAULT_DEFINITIONS_MODULE = "definitions"
