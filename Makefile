@@ -18,8 +18,10 @@ $(BIN)/uv:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet "uv==$(UV_VERSION)"
 
+# Bytecode compiled at install, as a deployed image has it: every Dagster process (code server, run and step
+# workers, the CLI) otherwise compiles its imports from source at each start (about 2 s; docs/benchmarks.md).
 $(VENV)/.synced: requirements.lock pyproject.toml $(BIN)/uv
-	$(BIN)/uv pip sync --quiet --python $(BIN)/python --require-hashes requirements.lock
+	$(BIN)/uv pip sync --quiet --compile-bytecode --python $(BIN)/python --require-hashes requirements.lock
 	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps -e .
 	touch $@
 
