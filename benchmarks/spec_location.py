@@ -535,8 +535,8 @@ Reproduce: `{reproduce}`
 Measured {datetime.now(UTC):%Y-%m-%d} on {platform.machine()}, {os.cpu_count()} cores, Python
 {platform.python_version()}, dagster {dg.__version__}. The graph: {len(nodes):,} daily-partitioned datasets in
 {args.depth} levels; fan-in 1-3 (mean {statistics.mean(fan_in):.2f}), fan-out up to {max(fan_out.values())} (a
-dataset read by that many others); {SOURCES} source tables under level 0. Both locations are generated from the same
-graph; each run is a fresh interpreter, the two alternate, {args.repeat} repeats, median (min-max) in seconds.
+dataset read by that many others); {SOURCES} source tables under level 0. All locations are generated from the same
+graph; each run is a fresh interpreter, their order alternates, {args.repeat} repeats, median (min-max) in seconds.
 *framework* (importing dagster, pyspark and the platform, from bytecode compiled at install) is the same for all
 and is not in *load*; *load* = import + build; *validate* is the wall time of `dagster definitions validate -f` (its
 own interpreter, imports, load and checks). *compile* is what a build does once, before the runs, as an image build
