@@ -1,8 +1,10 @@
-"""Write-audit-publish for lake assets: write to a branch, audit the branch, publish to main only if it passes.
+"""Write-audit-publish for lake assets: stage the files, audit the staged files, commit them to main only if the
+blocking audits pass.
 
 Audits are Dagster asset checks of the asset that writes the table, evaluated inside the asset's step against the
-audit branch. A failed blocking audit fails the step: main is untouched, downstream assets do not run, and the
-branch stays for an operator to inspect (its name is in the check's metadata).
+staged Parquet files the commit would reference. A failed blocking audit fails the step: main is untouched,
+downstream assets do not run, and the files are committed to an audit branch for an operator to inspect (its name
+is in the check's metadata).
 """
 
 from __future__ import annotations
@@ -134,42 +136,54 @@ def write_audit_publish(
     inputs: Mapping[str, DataFrame] | None = None,
     asset_key: dg.AssetKey | None = None,
 ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
-    """Write ``df`` to an audit branch, run the audits on it (with the declared inputs they read), and publish to
-    main if every blocking one passes. ``asset_key`` names the asset in a multi-asset step."""
+    """Stage ``df`` as Parquet files, run the audits on those files (with the declared inputs they read), and commit
+    them to main, once, if every blocking audit passes. ``asset_key`` names the asset in a multi-asset step.
+
+    The audits read the very files the commit will reference, so main never holds data that failed a blocking audit
+    and a passing step costs one catalog commit (auditing on a branch cost four: branch, write, publish, drop). Data
+    that fails is committed to an audit branch instead, where an operator can read it (and publish it after review);
+    maintenance drops such branches after their retention.
+    """
     keys = keys_of(context) or None
     lineage = Lineage.from_context(context, asset_key)
-    branch = lake.create_audit_branch(table, lineage)
-    written = lake.write_spark(spark.session, table, df, partition_keys=keys, lineage=lineage, branch=branch)
-    pause_point("audit", table.identifier)  # test-only: inert unless a test arms it
-    on_branch = lake.read_spark(spark.session, table, keys, ref=branch).cache()
-    blocking_failures = []
+    write_id, staged = lake.stage_spark(spark.session, table, df, partition_keys=keys, lineage=lineage)
+    pause_point("staged", table.identifier)  # test-only: inert unless a test arms it
+    files = lake.check_staged(table, staged, partition_keys=keys)
+    pause_point("audit", table.identifier)
+    audited = lake.read_staged(spark.session, table, files).cache()
     try:
-        for audit in audits:
-            outcome = audit.evaluate(on_branch, **{name: (inputs or {})[name] for name in audit.reads})
-            if not outcome.passed and audit.blocking:
-                blocking_failures.append(f"{audit.name} ({outcome.failing_rows} rows)")
-            yield dg.AssetCheckResult(
-                asset_key=table.asset_key,
-                check_name=audit.name,
-                passed=outcome.passed,
-                severity=dg.AssetCheckSeverity.ERROR if audit.blocking else dg.AssetCheckSeverity.WARN,
-                metadata={
-                    "failing_rows": outcome.failing_rows,
-                    "failing_sample": dg.MetadataValue.json(outcome.sample),
-                    "audit_branch": branch,
-                    **outcome.metadata,
-                },
-            )
+        outcomes = [
+            (audit, audit.evaluate(audited, **{name: (inputs or {})[name] for name in audit.reads})) for audit in audits
+        ]
     finally:
-        on_branch.unpersist()
+        audited.unpersist()
+    blocking_failures = [f"{a.name} ({o.failing_rows} rows)" for a, o in outcomes if a.blocking and not o.passed]
+    kept: dict[str, Any] = {}
+    if blocking_failures:
+        branch = lake.create_audit_branch(table, lineage)
+        on_branch = lake.commit_files(table, write_id, files, partition_keys=keys, lineage=lineage, branch=branch)
+        kept = {"audit_branch": branch, "branch_snapshot_id": on_branch.snapshot_id}
+    for audit, outcome in outcomes:
+        yield dg.AssetCheckResult(
+            asset_key=table.asset_key,
+            check_name=audit.name,
+            passed=outcome.passed,
+            severity=dg.AssetCheckSeverity.ERROR if audit.blocking else dg.AssetCheckSeverity.WARN,
+            metadata={
+                "failing_rows": outcome.failing_rows,
+                "failing_sample": dg.MetadataValue.json(outcome.sample),
+                **({"audit_branch": kept["audit_branch"]} if kept else {}),
+                **outcome.metadata,
+            },
+        )
     if blocking_failures:
         raise dg.Failure(
             description=(
                 f"{table.identifier}: audit failed: {', '.join(blocking_failures)}. Main was not changed; the "
-                f"written data is on branch {branch!r} for inspection."
+                f"written data is on branch {kept['audit_branch']!r} for inspection."
             ),
-            metadata={"audit_branch": branch, "branch_snapshot_id": written.snapshot_id},
+            metadata=kept,
         )
-    published = lake.publish(table, branch, partition_keys=keys, lineage=lineage)
-    result = published.materialize_result(**{"iceberg/audit_branch": branch, "iceberg/audited_rows": written.rows})
+    published = lake.commit_files(table, write_id, files, partition_keys=keys, lineage=lineage)
+    result = published.materialize_result(**{"iceberg/audited_rows": published.rows})
     yield dg.MaterializeResult(asset_key=asset_key, metadata=result.metadata)

@@ -3,7 +3,7 @@
 Inert unless ``BATCH_PLATFORM_TEST_PAUSE_DIR`` is set, which only tests do (tests/test_run_recovery.py). A test arms
 a point by creating ``<dir>/<point>@<target>.armed``; the first process to reach that point and target takes the
 arming (an atomic rename, so exactly one run pauses), writes its pid to ``<dir>/<point>@<target>.pid`` and waits
-until it is killed. Points: ``staged`` (Spark files staged, not committed), ``audit`` (written to the audit branch,
+until it is killed. Points: ``staged`` (Spark files staged, not committed), ``audit`` (staged files checked,
 audits not run), ``commit`` (inside the Iceberg transaction, before the catalog commit; ``target`` names the
 branch too).
 """

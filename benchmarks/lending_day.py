@@ -481,7 +481,7 @@ def step_timings(instance: dg.DagsterInstance, run_id: str, monitor: Monitor) ->
             materialization = event.event_specific_data.materialization  # type: ignore[union-attr]
             asset = materialization.asset_key.to_user_string()
             step.rows[asset] = int(_value(materialization.metadata.get("dagster/row_count", 0)))
-            published = "iceberg/audit_branch" in materialization.metadata
+            published = "iceberg/audited_rows" in materialization.metadata
             step.marks.append(Mark("publish" if published else f"write {asset}", record.timestamp))
         elif kind == dg.DagsterEventType.ASSET_CHECK_EVALUATION:
             evaluation = event.event_specific_data

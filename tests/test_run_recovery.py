@@ -313,7 +313,7 @@ def test_every_table_equals_a_clean_rebuild(recovery: Recovery, spark_resource: 
         assert sum(rows(lake, kill.where.table).values()) > 0, f"{kill.where.table.identifier} is empty"
 
 
-def test_maintenance_removes_the_killed_runs_audit_branches_and_staged_files_and_keeps_the_data(
+def test_maintenance_removes_the_killed_runs_staged_files_and_keeps_the_data(
     recovery: Recovery,
 ) -> None:
     lake = IcebergLakeResource(data_dir=str(recovery.stack.data_dir))
@@ -326,8 +326,10 @@ def test_maintenance_removes_the_killed_runs_audit_branches_and_staged_files_and
         return refs, list(staging.rglob("*.parquet")) if staging.exists() else []
 
     for kill in recovery.kills:
+        # Killed before or inside its one commit: the run's staged files are all it left (a branch is made only
+        # for data that failed an audit, which none of these did).
         branches, files = left_behind(kill.where.table, kill.run_id)
-        assert len(branches) == 1 and files, f"{kill.run_id} left no branch or staged files to clean"
+        assert branches == [] and files, f"{kill.run_id} left {branches} and no staged files to clean"
 
     job = build_maintenance_job(tables)
     config = maintenance_run_config(tables, audit_branch_retention_hours=0, compact=False)

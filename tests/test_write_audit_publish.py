@@ -2,10 +2,12 @@
 
 from datetime import date
 from decimal import Decimal
+from typing import Any
 
 import dagster as dg
 import pyarrow as pa
 import pytest
+from pyiceberg.catalog.sql import SqlCatalog
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
@@ -78,6 +80,26 @@ def test_audited_partition_is_published_to_main_and_its_branch_dropped(
     assert [name for name in table.metadata.refs if name != "main"] == []
     mat = result.asset_materializations_for_node("test__payments")[0]
     assert mat.metadata["iceberg/snapshot_id"].value == table.current_snapshot().snapshot_id  # type: ignore[union-attr]
+
+
+def test_a_passing_step_costs_one_catalog_commit_and_a_rerun_replaces_its_partition(
+    lake: IcebergLakeResource, spark_resource: SparkResource, spark: SparkSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert _run(lake, spark_resource, duplicate=False).success
+    commits: list[str] = []
+    commit_table = SqlCatalog.commit_table
+
+    def counted(catalog: SqlCatalog, table: Any, *args: Any, **kwargs: Any) -> Any:
+        commits.append(".".join(table.name()))
+        return commit_table(catalog, table, *args, **kwargs)
+
+    monkeypatch.setattr(SqlCatalog, "commit_table", counted)
+    assert _run(lake, spark_resource, duplicate=False).success
+
+    # Staging and auditing touch no table metadata: one catalog commit replaces the partition.
+    assert commits == [PAYMENTS.identifier]
+    assert [name for name in lake.load(PAYMENTS).metadata.refs if name != "main"] == []
+    assert lake.read_arrow(PAYMENTS, ["2024-01-05"]).num_rows == 20
 
 
 def test_failed_blocking_audit_leaves_main_untouched_keeps_the_branch_and_stops_downstream(

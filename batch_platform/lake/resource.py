@@ -22,7 +22,7 @@ from pyspark.sql import DataFrame, SparkSession
 from batch_platform.lake import spark_io
 from batch_platform.lake.commit import Lineage, WriteResult, commit_replace, partition_filter
 from batch_platform.lake.errors import DataContractError
-from batch_platform.lake.schema import ensure_table
+from batch_platform.lake.schema import arrow_schema_of, ensure_table
 from batch_platform.lake.selection import PartitionSelection, iceberg_filter
 from batch_platform.lake.tables import LakeTable
 from batch_platform.settings import data_dir
@@ -172,8 +172,31 @@ class IcebergLakeResource(dg.ConfigurableResource):
         branch: str = MAIN_BRANCH,
     ) -> WriteResult:
         """Second half of a Spark write: one transaction replaces the partitions with the staged files."""
-        iceberg_table = self.load(table)
-        files = spark_io.check_staged_files(iceberg_table.io, table, staged.files, partition_keys)
+        files = self.check_staged(table, staged, partition_keys=partition_keys)
+        return self.commit_files(table, write_id, files, partition_keys=partition_keys, lineage=lineage, branch=branch)
+
+    def check_staged(
+        self, table: LakeTable, staged: spark_io.StagedFiles, *, partition_keys: Sequence[str] | None
+    ) -> tuple[str, ...]:
+        """The staged files to commit, checked from their footers (NOT NULL columns, partition values)."""
+        return spark_io.check_staged_files(self.load(table).io, table, staged.files, partition_keys)
+
+    def read_staged(self, spark: SparkSession, table: LakeTable, files: Sequence[str]) -> DataFrame:
+        """Checked staged files as the table will hold them once committed: add_files references these very files,
+        so auditing them is auditing the commit, before anything is committed."""
+        return spark_io.read_files(spark, arrow_schema_of(self.load(table)), files)
+
+    def commit_files(
+        self,
+        table: LakeTable,
+        write_id: str,
+        files: Sequence[str],
+        *,
+        partition_keys: Sequence[str] | None,
+        lineage: Lineage,
+        branch: str = MAIN_BRANCH,
+    ) -> WriteResult:
+        """One transaction replaces the partitions with checked staged files (``check_staged``)."""
         return commit_replace(
             lambda: self.load(table),
             table,

@@ -212,15 +212,19 @@ def read(
             "rewrite the partition."
         )
     schema = arrow_schema_of(iceberg_table) if snapshot_id is None else _schema_at(iceberg_table, snapshot_id)
-    struct = spark_schema(schema)
-    if not tasks:
-        return spark.createDataFrame([], struct)
-    paths = [to_spark_uri(t.file.file_path) for t in tasks]
-    # Staged files sit in "name=value" folders; selecting the declared columns drops any column Spark would
-    # derive from such a folder name.
-    df = spark.read.schema(struct).parquet(*paths).select([F.col(f.name) for f in struct.fields])
+    df = read_files(spark, schema, [t.file.file_path for t in tasks])
     predicate = spark_filter(table, partitions)
     return df.where(predicate) if predicate is not None else df
+
+
+def read_files(spark: SparkSession, schema: pa.Schema, files: Sequence[str]) -> DataFrame:
+    """Parquet data files (a table's, or staged ones about to be committed) as rows of the table's schema."""
+    struct = spark_schema(schema)
+    if not files:
+        return spark.createDataFrame([], struct)
+    # Staged files sit in "name=value" folders; selecting the declared columns drops any column Spark would
+    # derive from such a folder name.
+    return spark.read.schema(struct).parquet(*map(to_spark_uri, files)).select([F.col(f.name) for f in struct.fields])
 
 
 def _schema_at(iceberg_table: Table, snapshot_id: int) -> pa.Schema:
