@@ -32,12 +32,18 @@ K8S_CONFIG_TAG = "dagster-k8s/config"
 # Op tag of steps that start a Spark session; the run coordinator copies it onto the run, where the instance's
 # ``tag_concurrency_limits`` cap how many Spark runs (drivers, and in local mode their JVMs) run at once.
 ENGINE_TAG = "batch-platform/engine"
+# Op tag of a step whose table reads its own earlier partitions (a day chain: day N waits for day N-1). The run
+# coordinator gives runs of such steps DAY_CHAIN_PRIORITY in the run queue (Dagster launches higher first), so a
+# chain's next day is not queued behind a backfill's other chunks, which can all wait for it.
+DAY_CHAIN_TAG = "batch-platform/day-chain"
+DAY_CHAIN_PRIORITY = 10
 SPARK_ENGINE = "spark"
 # Dagster's run tags (dagster._core.storage.tags): the run monitoring loop fails a run that outlives its max runtime,
 # and the run retry daemon re-executes a crashed run with the retry strategy (from the failed step, not whole).
 MAX_RUNTIME_TAG = "dagster/max_runtime"
 RETRY_STRATEGY_TAG = "dagster/retry_strategy"
 WILL_RETRY_TAG = "dagster/will_retry"
+PRIORITY_TAG = "dagster/priority"  # the queued run coordinator launches higher first, FIFO among equals
 FROM_FAILURE = "FROM_FAILURE"
 # Runs whose steps name no profile (maintenance, raw loads) are bounded too.
 DEFAULT_MAX_RUNTIME_SECONDS = 4 * 3600
@@ -328,8 +334,9 @@ def _selected_step_tags(instance: dg.DagsterInstance, run: dg.DagsterRun) -> lis
 
 def run_tags_for(instance: dg.DagsterInstance, run: dg.DagsterRun) -> dict[str, str]:
     """Tags to add to a run so the K8sRunLauncher and the run queue see its profile and whether it runs Spark, run
-    monitoring its max runtime, and run retries their strategy (from failure); an explicit run tag (e.g. a
-    ``dagster-k8s/config`` set in the launchpad) is kept as the user's override."""
+    monitoring its max runtime, run retries their strategy (from failure), and the queue its priority if it runs a
+    day chain; an explicit run tag (e.g. a ``dagster-k8s/config`` set in the launchpad) is kept as the user's
+    override."""
     profile = profile_of_run(instance, run)
     tags = profile_tags(profile) if profile is not None else {}
     tags[MAX_RUNTIME_TAG] = str(profile.max_runtime_seconds if profile is not None else DEFAULT_MAX_RUNTIME_SECONDS)
@@ -341,8 +348,11 @@ def run_tags_for(instance: dg.DagsterInstance, run: dg.DagsterRun) -> dict[str, 
         # backfill. Set ahead, the tag closes that gap; at failure Dagster overwrites it with its own decision
         # (false for a step failure, or once the retries are used up).
         tags[WILL_RETRY_TAG] = "true"
-    if any(step.get(ENGINE_TAG) == SPARK_ENGINE for step in _selected_step_tags(instance, run)):
+    steps = _selected_step_tags(instance, run)
+    if any(step.get(ENGINE_TAG) == SPARK_ENGINE for step in steps):
         tags[ENGINE_TAG] = SPARK_ENGINE
+    if any(step.get(DAY_CHAIN_TAG) == "true" for step in steps):
+        tags[PRIORITY_TAG] = str(DAY_CHAIN_PRIORITY)  # a priority the run was given (a backfill's tag) is kept
     return {k: v for k, v in tags.items() if k not in run.tags}
 
 

@@ -31,6 +31,7 @@ from batch_platform.assets import column_schema
 from batch_platform.audit import Audit, audit_check_specs, write_audit_publish
 from batch_platform.compute import (
     COMPUTE_PROFILE_TAG,
+    DAY_CHAIN_TAG,
     DEFAULT_PROFILE,
     ENGINE_TAG,
     SPARK_ENGINE,
@@ -148,10 +149,17 @@ class LakeDataset:
             **self.extra_metadata,
         }
 
+    @property
+    def reads_own_past(self) -> bool:
+        """A day chain: the dataset reads its own earlier partitions, so day N waits for day N-1."""
+        return any(i.table == self.table for i in self.inputs)
+
     def op_tags(self) -> dict[str, str]:
         tags = profile_tags(get_profile(self.compute))
         if SPARK_ENGINE in self.kinds:
             tags[ENGINE_TAG] = SPARK_ENGINE
+        if self.reads_own_past:
+            tags[DAY_CHAIN_TAG] = "true"
         return tags
 
     def spec(self, *, skippable: bool = False) -> dg.AssetSpec:
@@ -282,6 +290,8 @@ def lake_datasets_multi_asset(
     profile = largest(get_profile(d.compute) for d in datasets)
     op_tags = profile_tags(profile) if profile is not None else {}
     op_tags[ENGINE_TAG] = SPARK_ENGINE
+    if any(d.reads_own_past for d in datasets):
+        op_tags[DAY_CHAIN_TAG] = "true"
 
     @dg.multi_asset(
         name=name,

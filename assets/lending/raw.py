@@ -65,7 +65,7 @@ from assets.lending.raw_rules import (
 from assets.lending.tables import LENDING_PARTITIONS, PARTITION, RAW_QUARANTINE, RAW_TABLES
 from assets.lending.world import TERMS_MONTHS
 from batch_platform.assets import column_schema
-from batch_platform.compute import COMPUTE_PROFILE_TAG, DEFAULT_PROFILE, profile_tags
+from batch_platform.compute import COMPUTE_PROFILE_TAG, DAY_CHAIN_TAG, DEFAULT_PROFILE, profile_tags
 from batch_platform.domain import domain_pool
 from batch_platform.inputs import LakeInput, before_this_partition
 from batch_platform.lake import IcebergLakeResource, LakeTable, Lineage
@@ -641,7 +641,8 @@ def _load_days(
     backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=23),
     can_subset=False,
     pool=RAW_LANDING_POOL,
-    op_tags=profile_tags(DEFAULT_PROFILE),
+    # A day's hold-backs read the days before it: the raw load is the root of the lender's day chain.
+    op_tags={**profile_tags(DEFAULT_PROFILE), DAY_CHAIN_TAG: "true"},
 )
 def raw_landing_drop(
     context: dg.AssetExecutionContext, lake: IcebergLakeResource, landing: LandingZoneResource
