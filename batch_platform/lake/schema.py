@@ -130,6 +130,15 @@ def ensure_table(catalog: Catalog, table: LakeTable) -> Table:
             properties=table.table_properties,
         )
     iceberg_table = evolve(iceberg_table, table)
+    return apply_table_properties(iceberg_table, table)
+
+
+def apply_table_properties(iceberg_table: Table, table: LakeTable) -> Table:
+    """Set the declared properties (the lake's defaults included) the table does not have yet, in one commit.
+
+    Called whenever a table is loaded for a write and by maintenance, so that a table created before a default
+    changed gets it at its next write or maintenance run, whichever comes first.
+    """
     missing_props = {k: v for k, v in table.table_properties.items() if iceberg_table.properties.get(k) != v}
     if missing_props:
         with iceberg_table.transaction() as tx:

@@ -17,6 +17,12 @@ DEFAULT_TABLE_PROPERTIES: Mapping[str, str] = {
     "commit.retry.max-wait-ms": "2000",
     "commit.retry.total-timeout-ms": "600000",
     "write.parquet.compression-codec": "zstd",
+    # Every commit writes a new metadata JSON. Keep the newest 25 in the metadata log and delete the ones that fall
+    # out of it (pyiceberg 0.12 and Spark both honour these): enough for a reader that loaded a pointer a few
+    # commits ago or an operator who wants yesterday's file, and no ever-growing metadata folder. Old snapshots are
+    # kept or expired by maintenance, not by these files.
+    "write.metadata.delete-after-commit.enabled": "true",
+    "write.metadata.previous-versions-max": "25",
 }
 
 
