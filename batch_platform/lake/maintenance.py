@@ -53,9 +53,11 @@ DEFAULT_SNAPSHOT_RETENTION = timedelta(days=30)
 DEFAULT_ORPHAN_MIN_AGE = timedelta(hours=24)
 DEFAULT_TARGET_FILE_BYTES = 128 * 1024 * 1024
 DEFAULT_COMPACT_MIN_FILES = 5
-# 50 snapshots is about the 30-day retention for a table written once or twice a day; a backfill or a day of
-# re-runs makes more, and a commit's cost grows with each one the metadata holds (docs/benchmarks.md).
-DEFAULT_MAX_SNAPSHOTS = 50
+# A commit's cost grows by about 0.6 ms with each snapshot the metadata holds (pyiceberg 0.12 deep-copies them
+# all many times per commit), from about 20 ms for a new table: 25, plus a day of commits between maintenance
+# runs, keeps the commit within twice a new table's (docs/benchmarks.md). That is two to four weeks of time travel
+# for a table written once a day (one snapshot per new partition, two per re-run), less after a backfill.
+DEFAULT_MAX_SNAPSHOTS = 25
 # Main's data manifests are re-packed once there are more than this (a fast append adds one per commit) ...
 DEFAULT_MAX_MANIFESTS = 16
 # ... into manifests of at most this many files, in partition order: a re-run of one partition then rewrites one
