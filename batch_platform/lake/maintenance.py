@@ -224,6 +224,8 @@ def branch_leftovers(iceberg_table: Table) -> set[int]:
     Only a branch that is gone wrote these: an audit branch after ``publish`` (main got the same data files in its
     own snapshot) or after ``remove_dead_audit_branches``. No history reads them. A snapshot that was main's head
     once and was rolled back from is in main's snapshot log and is not one of these: it ages out with the retention.
+    The lake stages audited writes on branches, never as Iceberg ``wap.id`` staged snapshots, which would look the
+    same and must not be expired before they are cherry-picked.
     """
     metadata = iceberg_table.metadata
     reached: set[int] = set()
@@ -305,7 +307,7 @@ class _RewriteManifests(_SnapshotProducer["_RewriteManifests"]):
     """A ``replace`` snapshot of main with the same live data files, in fewer manifests.
 
     pyiceberg 0.12 has no RewriteManifests (Java's ``rewrite_manifests``), so this extends its snapshot producer
-    (a private API, pinned by the lake's pyiceberg version and covered by tests/test_lake_manifest_rewrite.py). The
+    (a private API, pinned by the lake's pyiceberg version and covered by tests/test_lake_metadata_upkeep.py). The
     data manifests of main's head are read again on every commit attempt, so a commit that lands between attempts
     is re-packed with the rest, never lost; delete manifests are kept as they are.
     """
