@@ -316,12 +316,15 @@ def markdown_section(variants: list[Measured], ages: Sequence[int], repeats: int
     fresh, fresh_cpu = after.fresh(first, repeats), after.fresh(first, repeats, cpu=True)
     against_fresh = timing["after", last].median / fresh.median
     against_fresh_cpu = cpu["after", last].median / fresh_cpu.median
-    met = [name for name, ratio in (("CPU time", cpu_growth["after"]), ("wall time", growth["after"])) if ratio <= 2]
-    verdict = f"met in {' and '.join(met)}" if met else "missed"
+    # Judged in CPU time (wall time on this shared machine moves more), against the table's own 10th commit and a
+    # new table's 10th measured at the end of the run.
+    judged = (cpu_growth["after"], against_fresh_cpu)
+    verdict = "met" if max(judged) <= 2 else "at the limit" if min(judged) <= 2 else "missed"
     # The dearest commit of the last hundred: the one just before a maintenance run, with the most snapshots.
     dearest = max(after.commit_seconds[max(0, last - 100) : last])
-    per_snapshot = (timing["before", last].median - timing["before", first].median) / max(
-        1, before.shapes[last].snapshots - before.shapes[first].snapshots
+    # What each snapshot the after table holds adds to its commit, in CPU time.
+    per_snapshot = (cpu["after", last].median - cpu["after", first].median) / max(
+        1, after.shapes[last].snapshots - after.shapes[first].snapshots
     )
     profile = [
         "| phase (cumulative; phases overlap) | before, ms | after, ms |",
@@ -359,7 +362,9 @@ def markdown_section(variants: list[Measured], ages: Sequence[int], repeats: int
             "",
             *table,
             "",
-            f"**Goal: the 1,000th commit costs at most twice the 10th: {verdict}.** {last:,}th / {first}th commit, "
+            f"**Goal: the 1,000th commit costs at most twice the 10th: {verdict}** (in CPU time, against the "
+            f"table's own {first}th commit and a new table's; wall time on this shared machine moved more). "
+            f"{last:,}th / {first}th commit, "
             f"wall time: before {growth['before']:.1f}x, after {growth['after']:.2f}x; CPU time: before "
             f"{cpu_growth['before']:.1f}x, after {cpu_growth['after']:.2f}x. A new table's {first}th commit written "
             f"at the end of the run, under the load by then: {fresh.text()} ms ({fresh_cpu.median * 1000:.0f} CPU "
@@ -388,7 +393,8 @@ def markdown_section(variants: list[Measured], ages: Sequence[int], repeats: int
             "delete-after-commit, the metadata files on disk. The cap is a trade: time travel reaches the "
             f"retention or the last {config.max_snapshots} snapshots of main, whichever is shorter, and a table "
             "written more often than the maintenance runs holds the cap plus the commits since the last run "
-            f"(about {per_snapshot * 1000:.1f} ms per snapshot per commit here, from the before column).",
+            f"(about {per_snapshot * 1000:.1f} ms of CPU per snapshot per commit here, from the after column: "
+            "a lower `max_snapshots` buys margin with history).",
             "",
             "Not measured: write-audit-publish's other commits (branch creation, the branch write, the branch "
             "removal: each is a commit on the same metadata, so the same bound applies), Spark writes (Java "

@@ -53,10 +53,11 @@ DEFAULT_SNAPSHOT_RETENTION = timedelta(days=30)
 DEFAULT_ORPHAN_MIN_AGE = timedelta(hours=24)
 DEFAULT_TARGET_FILE_BYTES = 128 * 1024 * 1024
 DEFAULT_COMPACT_MIN_FILES = 5
-# A commit's cost grows by about 0.6 ms with each snapshot the metadata holds (pyiceberg 0.12 deep-copies them
+# A commit's cost grows by about 0.7 ms of CPU with each snapshot the metadata holds (pyiceberg 0.12 deep-copies them
 # all many times per commit), from about 20 ms for a new table: 25, plus a day of commits between maintenance
-# runs, keeps the commit within twice a new table's (docs/benchmarks.md). That is two to four weeks of time travel
-# for a table written once a day (one snapshot per new partition, two per re-run), less after a backfill.
+# runs, keeps the commit at about twice a new table's (1.9-2.0x measured, docs/benchmarks.md). That is two to four
+# weeks of time travel for a table written once a day (one snapshot per new partition, two per re-run), less
+# after a backfill; a lower cap buys margin with history.
 DEFAULT_MAX_SNAPSHOTS = 25
 # Main's data manifests are re-packed once there are more than this (a fast append adds one per commit) ...
 DEFAULT_MAX_MANIFESTS = 16
