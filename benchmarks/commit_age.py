@@ -396,8 +396,9 @@ def markdown_section(variants: list[Measured], ages: Sequence[int], repeats: int
             f"(about {per_snapshot * 1000:.1f} ms of CPU per snapshot per commit here, from the after column: "
             "a lower `max_snapshots` buys margin with history).",
             "",
-            "Not measured: write-audit-publish's other commits (branch creation, the branch write, the branch "
-            "removal: each is a commit on the same metadata, so the same bound applies), Spark writes (Java "
+            "Not measured: a failed write-audit-publish step's commits (branch creation and the write to it; a "
+            "passing step is the one commit measured here, `commit_files` after `commit_staged`'s checks): they "
+            "are commits on the same metadata, so the same bound applies, Spark writes (Java "
             "Iceberg commits differently), a PostgreSQL, Glue or REST catalog and S3 (the per-commit metadata JSON "
             "transfer grows with it the same way), tables with many files per partition, and a machine without "
             "other load. Each table is written by a process of its own: in a first run with both in one process "
