@@ -34,9 +34,8 @@ from test_lake_crash_safety import (
 )
 
 from batch_platform.lake import IcebergLakeResource, LakeTable, Lineage
-from batch_platform.lake.commit import SUMMARY_RUN_ID, partition_filter
+from batch_platform.lake.commit import SUMMARY_MAINTENANCE, SUMMARY_RUN_ID, partition_filter
 from batch_platform.lake.maintenance import (
-    SUMMARY_MAINTENANCE,
     build_maintenance_job,
     build_maintenance_schedule,
     compact_partitions,

@@ -30,8 +30,8 @@ from batch_platform.lake.maintenance import (
     expire_snapshots,
     maintain_table,
     remove_orphan_files,
-    rewrite_manifests,
 )
+from batch_platform.lake.manifests import rewrite_manifests
 
 FIRST_DAY = date(2024, 1, 1)
 

@@ -25,12 +25,12 @@ __all__ = [
     "WriteResult",
 ]
 
-# Table maintenance (compaction, snapshot expiry, orphan and dead-run staging cleanup) and its Dagster job.
+# Table maintenance (compaction, snapshot expiry, manifest rewrite, orphan and dead-run staging cleanup) and its
+# Dagster job.
 from batch_platform.lake.maintenance import (
     CompactionResult,
     ExpireResult,
     MaintenanceConfig,
-    ManifestRewriteResult,
     OrphanResult,
     build_maintenance_job,
     build_maintenance_schedule,
@@ -39,8 +39,8 @@ from batch_platform.lake.maintenance import (
     maintain_table,
     maintenance_run_config,
     remove_orphan_files,
-    rewrite_manifests,
 )
+from batch_platform.lake.manifests import ManifestRewriteResult, rewrite_manifests
 
 __all__ += [
     "CompactionResult",

@@ -198,3 +198,17 @@ def commit_replace(
         partitions=tuple(sorted(partition_keys or ())),
         attempts=attempt,
     )
+
+
+# Snapshot summary key naming the maintenance action that wrote a snapshot (compaction, rewrite-manifests, ...).
+SUMMARY_MAINTENANCE = "batch-platform.maintenance"
+
+
+@dataclass(frozen=True)
+class MaintenanceLineage(Lineage):
+    """Lineage of a maintenance commit: the usual keys plus which maintenance action wrote the snapshot."""
+
+    action: str = "compaction"
+
+    def summary(self, write_id: str) -> dict[str, str]:
+        return {**super().summary(write_id), SUMMARY_MAINTENANCE: self.action}
