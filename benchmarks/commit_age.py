@@ -27,8 +27,6 @@ from __future__ import annotations
 import argparse
 import cProfile
 import multiprocessing
-import os
-import platform
 import pstats
 import statistics
 import tempfile
@@ -37,8 +35,7 @@ import uuid
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, date, datetime, timedelta
-from importlib.metadata import version as package_version
+from datetime import date, timedelta
 from multiprocessing.connection import Connection
 from pathlib import Path
 from urllib.parse import urlparse
@@ -51,7 +48,7 @@ from pyiceberg.manifest import ManifestContent
 from batch_platform.lake import IcebergLakeResource, LakeTable, Lineage
 from batch_platform.lake.maintenance import MaintenanceConfig, maintain_table
 from batch_platform.lake.spark_io import StagedFiles
-from benchmarks.markdown import update_section
+from benchmarks.markdown import environment, update_section
 
 MARKER_START = "<!-- commit_age:start -->"
 MARKER_END = "<!-- commit_age:end -->"
@@ -411,21 +408,6 @@ def markdown_section(variants: list[Measured], ages: Sequence[int], repeats: int
     )
 
 
-def environment() -> str:
-    load = os.getloadavg()[0]
-    return "\n".join(
-        [
-            "Environment:",
-            "",
-            f"- date: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
-            f"- machine: {os.cpu_count()} CPUs, {platform.system()}",
-            f"- versions: Python {platform.python_version()}, pyiceberg {package_version('pyiceberg')}, "
-            f"pyarrow {package_version('pyarrow')}, SQLite catalog on local disk",
-            f"- load: 1-minute load average {load:.1f} at the end, on {os.cpu_count()} CPUs",
-        ]
-    )
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--commits", type=int, default=AGES[-1], help="the oldest age measured")
@@ -436,7 +418,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     warnings.filterwarnings("ignore")
     ages = (*(a for a in AGES if a < args.commits), args.commits)
     variants = run(ages, args.repeats, args.maintain_every, lambda line: print(line, flush=True))
-    section = markdown_section(variants, ages, args.repeats, args.maintain_every, environment())
+    env = environment(["pyiceberg", "pyarrow"], "SQLite catalog on local disk")
+    section = markdown_section(variants, ages, args.repeats, args.maintain_every, env)
     print(section)
     if args.write_docs:
         update_section(DOCS, section, MARKER_START, MARKER_END)

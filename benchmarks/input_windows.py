@@ -18,15 +18,11 @@ holidays), each ``--repeats`` times after one untimed warm-up, medians (min-max)
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import statistics
 import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from importlib.metadata import version as package_version
 from pathlib import Path
 
 import dagster as dg
@@ -36,7 +32,7 @@ from assets.lending.domain import lending_assets
 from assets.lending.tables import CORE_LOAN_DAILY_STATUS, CORE_LOANS, CORE_MERCHANTS, LENDING_PARTITIONS
 from batch_platform.automation import downstream_closure
 from batch_platform.inputs import HISTORY_PARTITIONS, LakeInput, Window, previous, this_partition, up_to_this_partition
-from benchmarks.markdown import update_section
+from benchmarks.markdown import environment, update_section
 
 MARKER_START = "<!-- input_windows:start -->"
 MARKER_END = "<!-- input_windows:end -->"
@@ -171,20 +167,6 @@ def markdown_section(
     )
 
 
-def environment() -> str:
-    load = os.getloadavg()[0]
-    return "\n".join(
-        [
-            "Environment:",
-            "",
-            f"- date: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
-            f"- machine: {os.cpu_count()} CPUs, {platform.system()}",
-            f"- versions: Python {platform.python_version()}, dagster {package_version('dagster')}",
-            f"- load: 1-minute load average {load:.1f} at the end, on {os.cpu_count()} CPUs",
-        ]
-    )
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=7)
@@ -194,7 +176,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     keys = LENDING_PARTITIONS.get_partition_keys()
     rows = {name: measure_window(window, keys, args.repeats) for name, window in WINDOWS.items()}
     closure, sizes = measure_closure(keys, max(1, args.repeats // 3))
-    section = markdown_section(rows, closure, sizes, len(keys), environment())
+    section = markdown_section(rows, closure, sizes, len(keys), environment(["dagster"]))
     print(section)
     if args.write_docs:
         update_section(DOCS, section, MARKER_START, MARKER_END)

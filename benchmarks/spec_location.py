@@ -468,7 +468,6 @@ def main(argv: list[str] | None = None) -> int:
                 if variant == "specs, first load":
                     # As after an edit: no stored checks, for the probe and again for `validate` (both write it).
                     runs[variant].append(probe(folder, variants[variant], before=lambda: forget_checks(folder)))
-                    forget_checks(folder)
                 else:
                     if variant == "specs":
                         check_specs(folder)
