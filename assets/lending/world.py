@@ -508,7 +508,7 @@ class World:
     def events(self, first: date, last: date, *, workers: int = 1) -> dict[str, pa.Table]:
         """Every row whose event date is in [first, last], per dataset, ordered by event date then id.
 
-        ``workers`` > 1 shares the cohorts among that many forked processes; the tables are the same.
+        ``workers`` > 1 shares the cohorts among that many processes; the tables are the same.
         """
         lo, hi = epoch_day(first), epoch_day(last)
         out = _Output()
@@ -517,7 +517,12 @@ class World:
         cohort_days = range(max(self.start_day, lo - HORIZON_DAYS), hi + 1)
         if workers > 1 and len(cohort_days) >= workers:
             tasks = [(self, cohort_days[i::workers], lo, hi, directory) for i in range(workers)]
-            with multiprocessing.get_context("fork").Pool(workers) as pool:
+            # Not "fork": a process with threads running (Spark's py4j, a thread pool, a Dagster run) can fork a
+            # child holding a lock no thread will release, and the pool then waits for it forever (seen in CI).
+            # The fork server is started once, single-threaded, with this module already imported.
+            context = multiprocessing.get_context("forkserver")
+            context.set_forkserver_preload([__name__])
+            with context.Pool(workers) as pool:
                 for chunks in pool.map(_walk_cohorts, tasks):
                     out.extend(chunks)
         else:
