@@ -333,6 +333,51 @@ def test_a_charge_off_leaves_no_outstanding_principal_and_no_accrued_interest(sp
     assert picked(row, want) == want
 
 
+def test_a_past_due_loan_with_nothing_due_or_paid_is_a_calendar_day_more_past_due_each_day(
+    spark: SparkSession,
+) -> None:
+    # Nothing of the loan happens on these days, so its rows carry from Monday's: 32 days past due on Monday, the
+    # 4 July holiday counted on Wednesday.
+    monday, wednesday, thursday = date(2023, 7, 3), date(2023, 7, 5), date(2023, 7, 6)
+    rows = book_rows(
+        spark,
+        [wednesday, thursday],
+        payments=[lf.payment(11, 1, MON, 1, "100.00", "3.00", due=DUE_1)],
+        schedule=loan_1_schedule(),
+        previous=[
+            loan_1_book(
+                monday,
+                repaid="100.00",
+                interest_paid="3.00",
+                accrued_interest="2.00",
+                days_past_due=63,
+                dpd_bucket="60-89",
+                status="delinquent",
+                ever_30_plus=True,
+                ever_60_plus=True,
+            )
+        ],
+    )
+    assert [(r[PARTITION], r["days_past_due"], r["dpd_bucket"], r["accrued_interest"]) for r in rows] == [
+        (wednesday, 65, "60-89", Decimal("2.00")),
+        (thursday, 66, "60-89", Decimal("2.00")),
+    ]
+
+
+def test_a_loan_paid_off_early_stays_paid_off_as_its_scheduled_due_dates_pass(spark: SparkSession) -> None:
+    payoff = [lf.payment(11, 1, FRI, 1, "300.00", "3.00", due=DUE_1)]
+    rows = book_rows(
+        spark,
+        [DUE_2, DUE_2 + timedelta(days=1)],
+        payments=payoff,
+        schedule=loan_1_schedule(),
+        previous=[loan_1_book(date(2023, 4, 28), repaid="300.00", interest_paid="3.00", status="paid_off")],
+    )
+    assert [(r["status"], r["days_past_due"], r["outstanding_principal"], r["accrued_interest"]) for r in rows] == [
+        ("paid_off", 0, Decimal("0.00"), Decimal("0.00"))
+    ] * 2
+
+
 def test_the_last_installment_paid_pays_the_loan_off(spark: SparkSession) -> None:
     (row,) = book_rows(
         spark,
@@ -401,7 +446,20 @@ def test_days_past_due_buckets_turn_at_1_30_60_90_and_120_days(spark: SparkSessi
             lf.installment(loan_id, 1, day - timedelta(days=dpd), "100.00", "0.00", effective=ORIGINATED)
             for loan_id, (dpd, *_) in zip(loan_ids, BUCKET_BOUNDARIES, strict=True)
         ],
-        previous=[lf.book_row(loan_id, before, "100.00", origination_date=ORIGINATED) for loan_id in loan_ids],
+        # Each loan's row of the day before, as the book computed it then (one day less past due).
+        previous=[
+            lf.book_row(
+                loan_id,
+                before,
+                "100.00",
+                origination_date=ORIGINATED,
+                days_past_due=max(dpd - 1, 0),
+                status="delinquent" if dpd > 1 else "current",
+                ever_30_plus=dpd - 1 >= 30,
+                ever_60_plus=dpd - 1 >= 60,
+            )
+            for loan_id, (dpd, *_) in zip(loan_ids, BUCKET_BOUNDARIES, strict=True)
+        ],
     )
     assert [
         (r["days_past_due"], r["dpd_bucket"], r["status"], r["ever_30_plus"], r["ever_60_plus"]) for r in rows
