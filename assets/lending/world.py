@@ -32,6 +32,7 @@ from __future__ import annotations
 import math
 import multiprocessing
 from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date
 from enum import IntEnum
@@ -519,10 +520,12 @@ class World:
             tasks = [(self, cohort_days[i::workers], lo, hi, directory) for i in range(workers)]
             # Not "fork": a process with threads running (Spark's py4j, a thread pool, a Dagster run) can fork a
             # child holding a lock no thread will release, and the pool then waits for it forever (seen in CI).
-            # The fork server is started once, single-threaded, with this module already imported.
+            # The fork server is started once, single-threaded, with this module already imported. An executor, not
+            # multiprocessing.Pool: a worker that dies (a script calling this without a __main__ guard) breaks it
+            # with an error instead of being replaced forever.
             context = multiprocessing.get_context("forkserver")
             context.set_forkserver_preload([__name__])
-            with context.Pool(workers) as pool:
+            with ProcessPoolExecutor(workers, mp_context=context) as pool:
                 for chunks in pool.map(_walk_cohorts, tasks):
                     out.extend(chunks)
         else:
