@@ -6,7 +6,6 @@ then raw, core and reporting run as one partition-range run, as a backfill would
 
 from __future__ import annotations
 
-import functools
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,24 +17,15 @@ import dagster as dg
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import SparkSession
 
 from assets.lending.contract import LENDING_START, business_days
-from assets.lending.core import build_loan_book, core_assets
+from assets.lending.core import core_assets
 from assets.lending.landing import LandingZone, LandingZoneResource, read_drop
 from assets.lending.raw import raw_assets
 from assets.lending.reporting import reporting_assets
 from assets.lending.simulator import simulate
-from assets.lending.tables import (
-    CORE_CHARGE_OFFS,
-    CORE_LEDGER_ENTRIES,
-    CORE_LOAN_DAILY_STATUS,
-    CORE_LOANS,
-    CORE_PAYMENTS,
-    CORE_REFUNDS,
-    CORE_REPAYMENT_SCHEDULE,
-    REPORTING_PORTFOLIO_DAILY,
-)
+from assets.lending.tables import CORE_LEDGER_ENTRIES, CORE_LOAN_DAILY_STATUS, REPORTING_PORTFOLIO_DAILY
 from assets.lending.world import SimulationConfig
 from batch_platform.lake import IcebergLakeResource
 from batch_platform.pii import PiiTokenizer
@@ -143,35 +133,6 @@ def test_loan_daily_status_has_every_loan_once_per_day_with_payments_reducing_ba
     assert pc.sum(status["principal_repaid"]).as_py() > 0
     buckets = set(status["dpd_bucket"].to_pylist())
     assert "current" in buckets
-
-
-def test_the_book_carrying_unchanged_loans_equals_the_book_recomputing_every_loan(
-    pipeline: Pipeline, spark: SparkSession
-) -> None:
-    """The 35 days from an empty book: carried rows are exactly what a full recomputation gives, and the lake holds
-    the same book."""
-
-    def book(*, carry_unchanged: bool) -> DataFrame:
-        read = functools.partial(pipeline.lake.read_spark, spark)
-        return build_loan_book(
-            [day.isoformat() for day in DAYS],
-            read(CORE_LOANS),
-            read(CORE_PAYMENTS),
-            read(CORE_REFUNDS),
-            read(CORE_CHARGE_OFFS),
-            read(CORE_REPAYMENT_SCHEDULE),
-            read(CORE_LOAN_DAILY_STATUS).limit(0),
-            carry_unchanged=carry_unchanged,
-        )
-
-    carried, recomputed = book(carry_unchanged=True), book(carry_unchanged=False)
-    in_lake = pipeline.lake.read_spark(spark, CORE_LOAN_DAILY_STATUS).select(*recomputed.columns)
-    assert carried.count() == recomputed.count() == in_lake.count()
-    assert carried.exceptAll(recomputed).count() == recomputed.exceptAll(carried).count() == 0
-    assert in_lake.exceptAll(recomputed).count() == 0
-    # The days exercised what carrying has to get right: loans past due and loans closed.
-    statuses = {r["status"] for r in recomputed.select("status").distinct().collect()}
-    assert {"current", "delinquent", "cancelled"} <= statuses
 
 
 def test_ledger_debits_equal_credits_every_day(pipeline: Pipeline) -> None:

@@ -5,7 +5,7 @@ there, and main only sees it once every blocking audit passes.
 """
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
 
@@ -325,82 +325,6 @@ class _BookInputs:
     charge_offs: DataFrame
     schedule: DataFrame  # history up to the run's last day
 
-    def for_loans(self, loan_ids: DataFrame) -> "_BookInputs":
-        """The histories of these loans only (the day's events are small and stay whole)."""
-        return replace(
-            self,
-            payments=self.payments.join(loan_ids, "loan_id", "left_semi"),
-            schedule=self.schedule.join(loan_ids, "loan_id", "left_semi"),
-        )
-
-
-_CLOSED = ("paid_off", "cancelled")  # final: only a new event of the loan can change its row
-
-
-def _loans_with_events(inputs: _BookInputs, after: date, day: date) -> DataFrame:
-    """Loans whose balances or schedule in force change in (after, day]: the drops' events, and a payment or a
-    schedule version starting to count (a row counts for days past due once its drop and its own date have come)."""
-    window = (F.lit(after + timedelta(days=1)), F.lit(day))
-    in_range = F.col(PARTITION).between(*window)
-
-    def starts_counting(event_date: str) -> Column:
-        return F.greatest(F.col(PARTITION), F.col(event_date)).between(*window)
-
-    return (
-        inputs.new_loans.where(in_range)
-        .select("loan_id")
-        .unionByName(inputs.payments.where(in_range | starts_counting("payment_date")).select("loan_id"))
-        .unionByName(inputs.refunds.where(in_range).select("loan_id"))
-        .unionByName(inputs.charge_offs.where(in_range).select("loan_id"))
-        .unionByName(inputs.schedule.where(in_range | starts_counting("effective_date")).select("loan_id"))
-        .distinct()
-    )
-
-
-def _changing_loans(previous: DataFrame, inputs: _BookInputs, since: date, day: date) -> DataFrame:
-    """The loans whose row for ``day`` must be computed; every other row of ``previous`` (the book of ``since``)
-    carries forward (``_carried_forward``).
-
-    A row carries when nothing that decides it moved between ``since`` and ``day``: no event of the loan, no schedule
-    version starting, and, unless the loan is paid off or cancelled, no installment falling due on ``since`` or after
-    (one due on ``since`` and unpaid turns a current loan delinquent the next day). Then its set of unpaid due
-    installments is the same, so a past-due loan's oldest one is too. A row of another day than ``since`` is
-    recomputed.
-    """
-    due = (
-        inputs.schedule.where(F.col("due_date").between(F.lit(since), F.lit(day)))
-        .select("loan_id")
-        .join(previous.where(~F.col("status").isin(*_CLOSED)), "loan_id", "left_semi")
-    )
-    stale = previous.where(F.col(PARTITION) != F.lit(since)).select("loan_id")
-    return _loans_with_events(inputs, since, day).unionByName(due).unionByName(stale).distinct()
-
-
-def _carried_forward(previous: DataFrame, day: date) -> DataFrame:
-    """Rows of loans nothing changed: the same balances, days past due one more per calendar day if past due."""
-    days_past_due = F.when(
-        F.col("days_past_due") > 0, F.col("days_past_due") + F.datediff(F.lit(day), F.col(PARTITION))
-    ).otherwise(F.lit(0))
-    return (
-        previous.withColumn("days_past_due", days_past_due.cast("int"))
-        .withColumn("dpd_bucket", _dpd_bucket())
-        .withColumn("ever_30_plus", F.col("ever_30_plus") | (F.col("days_past_due") >= 30))
-        .withColumn("ever_60_plus", F.col("ever_60_plus") | (F.col("days_past_due") >= 60))
-        .withColumn(PARTITION, F.lit(day))
-    )
-
-
-def _book_day(previous: DataFrame, inputs: _BookInputs, day: date, *, carry: bool = True) -> DataFrame:
-    """One business day of the book from the one before. ``carry=False`` recomputes every loan (the reference the
-    tests hold the carried rows to)."""
-    if not carry:
-        return _status_for_day(previous, inputs, day)
-    # Checkpointed: three joins use it, and it is small (the open loans with something due or paid).
-    changing = _changing_loans(previous, inputs, previous_business_day(day), day).localCheckpoint()
-    computed = _status_for_day(previous.join(changing, "loan_id", "left_semi"), inputs.for_loans(changing), day)
-    carried = _carried_forward(previous.join(changing, "loan_id", "left_anti"), day)
-    return computed.unionByName(carried.select(*computed.columns))
-
 
 def _status_for_day(previous: DataFrame, inputs: _BookInputs, day: date) -> DataFrame:
     """One business day of the book: yesterday's balances, plus today's drop's events, plus days past due."""
@@ -564,55 +488,24 @@ def loan_daily_status_frame(
 ) -> DataFrame:
     """Per loan per business day: balances, days past due, DPD bucket and status; the step's days in order, each
     from the one before (``previous_book`` is the book of the business day before the step's first)."""
-    return build_loan_book(step.partition_keys, new_loans, payments, refunds, charge_offs, schedule, previous_book)
-
-
-def build_loan_book(
-    partition_keys: Sequence[str],
-    new_loans: DataFrame,
-    payments: DataFrame,
-    refunds: DataFrame,
-    charge_offs: DataFrame,
-    schedule: DataFrame,
-    previous_book: DataFrame,
-    *,
-    carry_unchanged: bool = True,
-) -> DataFrame:
-    """The book of each of ``partition_keys``, in order, from ``previous_book``.
-
-    With ``carry_unchanged`` (always, but in the tests that hold it to the full computation) a day computes only
-    the loans something changed for (``_changing_loans``) and carries the others' rows, and the run keeps only the
-    history of loans it may compute: open ones, and closed ones with an event in the range. So a day's cost follows
-    the open book and the day's events, not every loan ever made.
-    """
-    days = [date.fromisoformat(key) for key in sorted(partition_keys)]
     inputs = _BookInputs(
         new_loans=new_loans,
-        payments=payments.where(~F.col("reversed")),
+        payments=payments.where(~F.col("reversed")).cache(),
         refunds=refunds,
         charge_offs=charge_offs,
-        schedule=schedule,
+        schedule=schedule.cache(),
     )
-    if carry_unchanged and days:
-        start = previous_business_day(days[0])
-        may_change = (
-            previous_book.where(~F.col("status").isin(*_CLOSED) | (F.col(PARTITION) != F.lit(start)))
-            .select("loan_id")
-            .unionByName(_loans_with_events(inputs, start, days[-1]))
-        )
-        inputs = inputs.for_loans(may_change)
-    inputs = replace(inputs, payments=inputs.payments.cache(), schedule=inputs.schedule.cache())
-    previous, book_days = previous_book, []
-    for day in days:
+    previous, days = previous_book, []
+    for key in sorted(step.partition_keys):
         # Each day starts from the one before; checkpointing keeps a month-long run's plan from growing daily (and
         # computes the day now, so the cached inputs can go once the loop is done).
-        previous = _book_day(previous, inputs, day, carry=carry_unchanged).localCheckpoint()
-        book_days.append(previous)
+        previous = _status_for_day(previous, inputs, date.fromisoformat(key)).localCheckpoint()
+        days.append(previous)
     inputs.payments.unpersist()
     inputs.schedule.unpersist()
-    book = book_days[0]
-    for one_day in book_days[1:]:
-        book = book.unionByName(one_day)
+    book = days[0]
+    for day in days[1:]:
+        book = book.unionByName(day)
     return book
 
 
