@@ -336,8 +336,9 @@ def test_a_charge_off_leaves_no_outstanding_principal_and_no_accrued_interest(sp
 def test_a_past_due_loan_with_nothing_due_or_paid_is_a_calendar_day_more_past_due_each_day(
     spark: SparkSession,
 ) -> None:
-    # Nothing of the loan happens on these days, so its rows carry from Monday's: 32 days past due on Monday, the
-    # 4 July holiday counted on Wednesday.
+    # Nothing of the loan falls due or is paid on these days: 63 days past due on Monday (the second installment,
+    # due 1 May, is the oldest unpaid), the 4 July holiday counted on Wednesday, and the interest of the second and
+    # third installments (both past due) still accrued.
     monday, wednesday, thursday = date(2023, 7, 3), date(2023, 7, 5), date(2023, 7, 6)
     rows = book_rows(
         spark,
@@ -349,7 +350,7 @@ def test_a_past_due_loan_with_nothing_due_or_paid_is_a_calendar_day_more_past_du
                 monday,
                 repaid="100.00",
                 interest_paid="3.00",
-                accrued_interest="2.00",
+                accrued_interest="3.00",
                 days_past_due=63,
                 dpd_bucket="60-89",
                 status="delinquent",
@@ -359,8 +360,8 @@ def test_a_past_due_loan_with_nothing_due_or_paid_is_a_calendar_day_more_past_du
         ],
     )
     assert [(r[PARTITION], r["days_past_due"], r["dpd_bucket"], r["accrued_interest"]) for r in rows] == [
-        (wednesday, 65, "60-89", Decimal("2.00")),
-        (thursday, 66, "60-89", Decimal("2.00")),
+        (wednesday, 65, "60-89", Decimal("3.00")),
+        (thursday, 66, "60-89", Decimal("3.00")),
     ]
 
 
