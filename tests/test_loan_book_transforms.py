@@ -21,11 +21,11 @@ from assets.lending.core import (
     amount_frame,
     applications_frame,
     charge_offs_frame,
-    loan_daily_status_frame,
     loans_frame,
     payments_frame,
     repayment_schedule_frame,
 )
+from assets.lending.loan_book import loan_daily_status_frame
 from assets.lending.tables import CORE_MERCHANTS, PARTITION, RAW_TABLES
 
 ORIGINATED = date(2023, 3, 1)

@@ -5,7 +5,6 @@ there, and main only sees it once every blocking audit passes.
 """
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
 
@@ -14,6 +13,7 @@ from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from assets.lending.contract import MAX_APR_BPS, MONEY_SQL, previous_business_day
+from assets.lending.loan_book import STATUS_AUDITS, loan_daily_status_frame, money_sum, zero_money
 from assets.lending.tables import (
     CORE_APPLICATIONS,
     CORE_CHARGE_OFFS,
@@ -280,168 +280,7 @@ RECOVERIES = loan_event_dataset(
 )
 
 
-# -- the daily loan book ----------------------------------------------------------------------------------------
-
-
-def _dpd_bucket() -> Column:
-    # A function, not a constant: Spark columns can only be built once a session exists.
-    return (
-        F.when(F.col("days_past_due") <= 0, "current")
-        .when(F.col("days_past_due") < 30, "1-29")
-        .when(F.col("days_past_due") < 60, "30-59")
-        .when(F.col("days_past_due") < 90, "60-89")
-        .when(F.col("days_past_due") < 120, "90-119")
-        .otherwise("120+")
-    )
-
-
-_LOAN_ATTRIBUTES = [
-    "loan_id",
-    "origination_date",
-    "vintage_month",
-    "term_months",
-    "risk_band",
-    "merchant_id",
-    "merchant_category",
-]
-_TO_DATE = ["principal_originated", "principal_repaid", "principal_refunded", "principal_charged_off", "interest_paid"]
-
-
-def _money_sum(column: str) -> Column:
-    return F.sum(column).cast(MONEY)
-
-
-def _zero() -> Column:
-    return F.lit(0).cast(MONEY)
-
-
-@dataclass(frozen=True)
-class _BookInputs:
-    """Everything a run of loan_daily_status reads, read once for all its days."""
-
-    new_loans: DataFrame
-    payments: DataFrame  # history up to the run's last day, reversed payments excluded
-    refunds: DataFrame
-    charge_offs: DataFrame
-    schedule: DataFrame  # history up to the run's last day
-
-
-def _status_for_day(previous: DataFrame, inputs: _BookInputs, day: date) -> DataFrame:
-    """One business day of the book: yesterday's balances, plus today's drop's events, plus days past due."""
-    on_day = F.col(PARTITION) == F.lit(day)
-    new = inputs.new_loans.where(on_day).select(
-        *_LOAN_ATTRIBUTES,
-        F.col("principal").alias("principal_originated"),
-        *[_zero().alias(c) for c in _TO_DATE[1:]],
-        F.lit(False).alias("ever_30_plus"),
-        F.lit(False).alias("ever_60_plus"),
-    )
-    book = previous.select(*_LOAN_ATTRIBUTES, *_TO_DATE, "ever_30_plus", "ever_60_plus").unionByName(new)
-    paid_today = (
-        inputs.payments.where(on_day)
-        .groupBy("loan_id")
-        .agg(_money_sum("principal").alias("repaid_today"), _money_sum("interest").alias("interest_today"))
-    )
-    refunded_today = inputs.refunds.where(on_day).groupBy("loan_id").agg(_money_sum("amount").alias("refunded_today"))
-    charged_today = (
-        inputs.charge_offs.where(on_day).groupBy("loan_id").agg(_money_sum("principal").alias("charged_today"))
-    )
-    book = (
-        book.join(paid_today, "loan_id", "left")
-        .join(refunded_today, "loan_id", "left")
-        .join(charged_today, "loan_id", "left")
-        .select(
-            *_LOAN_ATTRIBUTES,
-            "principal_originated",
-            (F.col("principal_repaid") + F.coalesce("repaid_today", _zero())).cast(MONEY).alias("principal_repaid"),
-            (F.col("principal_refunded") + F.coalesce("refunded_today", _zero()))
-            .cast(MONEY)
-            .alias("principal_refunded"),
-            (F.col("principal_charged_off") + F.coalesce("charged_today", _zero()))
-            .cast(MONEY)
-            .alias("principal_charged_off"),
-            (F.col("interest_paid") + F.coalesce("interest_today", _zero())).cast(MONEY).alias("interest_paid"),
-            "ever_30_plus",
-            "ever_60_plus",
-        )
-        .withColumn(
-            "outstanding_principal",
-            (
-                F.col("principal_originated")
-                - F.col("principal_repaid")
-                - F.col("principal_refunded")
-                - F.col("principal_charged_off")
-            ).cast(MONEY),
-        )
-    )
-    return _with_delinquency(book, inputs, day)
-
-
-def _with_delinquency(book: DataFrame, inputs: _BookInputs, day: date) -> DataFrame:
-    """Days past due from the oldest installment not fully paid, under the schedule version in force on the day."""
-    schedule = inputs.schedule.where((F.col("effective_date") <= F.lit(day)) & (F.col(PARTITION) <= F.lit(day)))
-    in_force = schedule.groupBy("loan_id").agg(F.max("schedule_version").alias("schedule_version"))
-    due = schedule.join(in_force, ["loan_id", "schedule_version"]).where(F.col("due_date") <= F.lit(day))
-    paid = (
-        inputs.payments.where((F.col(PARTITION) <= F.lit(day)) & (F.col("payment_date") <= F.lit(day)))
-        .groupBy("loan_id", "installment_number")
-        .agg(_money_sum("amount").alias("paid"))
-    )
-    installments = due.join(paid, ["loan_id", "installment_number"], "left").withColumn(
-        "short", F.col("installment") > F.coalesce("paid", _zero())
-    )
-    per_loan = installments.groupBy("loan_id").agg(
-        F.min(F.when(F.col("short"), F.col("due_date"))).alias("oldest_unpaid_due_date"),
-        _money_sum("interest").alias("interest_due"),
-    )
-    status = (
-        F.when(F.col("principal_charged_off") > 0, "charged_off")
-        .when(F.col("principal_refunded") >= F.col("principal_originated"), "cancelled")
-        .when(F.col("outstanding_principal") <= 0, "paid_off")
-        .when(F.col("days_past_due") > 0, "delinquent")
-        .otherwise("current")
-    )
-    closed = F.col("status").isin("paid_off", "cancelled")
-    return (
-        book.join(per_loan, "loan_id", "left")
-        .withColumn(
-            "days_past_due",
-            F.coalesce(F.datediff(F.lit(day), F.col("oldest_unpaid_due_date")), F.lit(0)).cast("int"),
-        )
-        .withColumn("status", status)
-        .withColumn("days_past_due", F.when(closed, F.lit(0)).otherwise(F.col("days_past_due")))
-        .withColumn(
-            "accrued_interest",
-            F.when(closed | (F.col("status") == "charged_off"), _zero())
-            .otherwise(F.greatest(F.coalesce("interest_due", _zero()) - F.col("interest_paid"), _zero()))
-            .cast(MONEY),
-        )
-        .withColumn("dpd_bucket", _dpd_bucket())
-        .withColumn("ever_30_plus", F.col("ever_30_plus") | (F.col("days_past_due") >= 30))
-        .withColumn("ever_60_plus", F.col("ever_60_plus") | (F.col("days_past_due") >= 60))
-        .withColumn(PARTITION, F.lit(day))
-        .drop("oldest_unpaid_due_date", "interest_due")
-    )
-
-
-def _status_reconciles() -> Audit:
-    return rows_satisfy(
-        "balances_reconcile",
-        "outstanding = originated - repaid - refunded - charged off, and never negative",
-        lambda: (
-            (
-                F.col("outstanding_principal")
-                == F.col("principal_originated")
-                - F.col("principal_repaid")
-                - F.col("principal_refunded")
-                - F.col("principal_charged_off")
-            )
-            & (F.col("outstanding_principal") >= 0)
-        ),
-    )
-
-
-STATUS_AUDITS: list[Audit] = [unique(PARTITION, "loan_id"), _status_reconciles()]
+# -- the daily loan book (computed in loan_book.py) ------------------------------------------------------------
 
 # The day's inputs of the loan book, as one parent that materializes only after all of them.
 #
@@ -477,38 +316,6 @@ def loan_book_inputs() -> dg.MaterializeResult:
     return dg.MaterializeResult()
 
 
-def loan_daily_status_frame(
-    step: Step,
-    new_loans: DataFrame,
-    payments: DataFrame,
-    refunds: DataFrame,
-    charge_offs: DataFrame,
-    schedule: DataFrame,
-    previous_book: DataFrame,
-) -> DataFrame:
-    """Per loan per business day: balances, days past due, DPD bucket and status; the step's days in order, each
-    from the one before (``previous_book`` is the book of the business day before the step's first)."""
-    inputs = _BookInputs(
-        new_loans=new_loans,
-        payments=payments.where(~F.col("reversed")).cache(),
-        refunds=refunds,
-        charge_offs=charge_offs,
-        schedule=schedule.cache(),
-    )
-    previous, days = previous_book, []
-    for key in sorted(step.partition_keys):
-        # Each day starts from the one before; checkpointing keeps a month-long run's plan from growing daily (and
-        # computes the day now, so the cached inputs can go once the loop is done).
-        previous = _status_for_day(previous, inputs, date.fromisoformat(key)).localCheckpoint()
-        days.append(previous)
-    inputs.payments.unpersist()
-    inputs.schedule.unpersist()
-    book = days[0]
-    for day in days[1:]:
-        book = book.unionByName(day)
-    return book
-
-
 LOAN_DAILY_STATUS = core_dataset(
     CORE_LOAN_DAILY_STATUS,
     loan_daily_status_frame,
@@ -542,8 +349,8 @@ def _posting(
             F.col(event_date).alias("event_date"),
             "loan_id",
             F.lit(account).alias("account"),
-            (amount if side == "debit" else _zero()).cast(MONEY).alias("debit"),
-            (amount if side == "credit" else _zero()).cast(MONEY).alias("credit"),
+            (amount if side == "debit" else zero_money()).cast(MONEY).alias("debit"),
+            (amount if side == "credit" else zero_money()).cast(MONEY).alias("credit"),
         )
         for account, side, amount in lines
     ]
@@ -556,7 +363,7 @@ def _posting(
 def _entries_balance() -> Audit:
     def evaluate(df: DataFrame) -> AuditOutcome:
         totals = df.groupBy(PARTITION, "entry_id").agg(
-            _money_sum("debit").alias("debits"), _money_sum("credit").alias("credits")
+            money_sum("debit").alias("debits"), money_sum("credit").alias("credits")
         )
         return AuditOutcome.from_failures(totals.where(F.col("debits") != F.col("credits")))
 
@@ -565,7 +372,7 @@ def _entries_balance() -> Audit:
 
 def _day_balances() -> Audit:
     def evaluate(df: DataFrame) -> AuditOutcome:
-        totals = df.groupBy(PARTITION).agg(_money_sum("debit").alias("debits"), _money_sum("credit").alias("credits"))
+        totals = df.groupBy(PARTITION).agg(money_sum("debit").alias("debits"), money_sum("credit").alias("credits"))
         rows = totals.collect()
         outcome = AuditOutcome.from_failures(totals.where(F.col("debits") != F.col("credits")))
         return AuditOutcome(
