@@ -21,7 +21,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from assets.lending.dataset_specs import LENDING_SPEC_DATASETS, lending_spec_assets
-from assets.lending.tables import CORE_LOAN_DAILY_STATUS, REPORTING_MERCHANT_PERFORMANCE
+from assets.lending.tables import CORE_CLOSED_LOANS, CORE_LOAN_DAILY_STATUS, REPORTING_MERCHANT_PERFORMANCE
 from batch_platform.compute import COMPUTE_PROFILE_TAG
 from batch_platform.lake import IcebergLakeResource, LakeTable, Lineage
 from batch_platform.spark import SparkResource
@@ -195,7 +195,7 @@ def test_the_component_loads_the_folder_through_dagster(tmp_path: Path) -> None:
 def test_the_lending_merchant_performance_spec_keeps_its_key_schema_audit_and_backfill_policy() -> None:
     (dataset,) = [d for d in LENDING_SPEC_DATASETS if d.table.identifier == "reporting.merchant_performance"]
     assert dataset.table == REPORTING_MERCHANT_PERFORMANCE
-    assert [i.table for i in dataset.inputs] == [CORE_LOAN_DAILY_STATUS]
+    assert [i.table for i in dataset.inputs] == [CORE_LOAN_DAILY_STATUS, CORE_CLOSED_LOANS]
     (asset,) = [a for a in lending_spec_assets if REPORTING_MERCHANT_PERFORMANCE.asset_key in a.keys]
     assert [c.name for c in asset.check_specs] == ["merchant_balances_consistent"]
     assert asset.backfill_policy == dg.BackfillPolicy.multi_run(max_partitions_per_run=23)
@@ -409,6 +409,9 @@ def _merchant_performance_frame_before_specs(status: DataFrame) -> DataFrame:
     )
 
 
+CLOSED = ["charged_off", "paid_off", "cancelled"]
+
+
 def _random_status_rows(count: int) -> list[dict[str, Any]]:
     """Loan days with every case the frame distinguishes: each status, 29/30/31+ days past due, null and restated
     categories, ties on origination date, several days and merchants."""
@@ -446,18 +449,37 @@ def _random_status_rows(count: int) -> list[dict[str, Any]]:
     return rows
 
 
-def test_the_merchant_performance_spec_computes_exactly_what_its_python_frame_did(spark: SparkSession) -> None:
+def test_the_merchant_performance_spec_computes_what_its_python_frame_did_over_the_book_to_date(
+    spark: SparkSession,
+) -> None:
+    """The spec reads the day's book and the loans closed earlier; its result is the Python frame's over every loan
+    to date (reporting.book_to_date), closed loans counted with their final row on each later day."""
+    from assets.lending.reporting import book_to_date
     from batch_platform.datasets import Step
     from batch_platform.lake.spark_io import spark_schema
 
     (dataset,) = [d for d in LENDING_SPEC_DATASETS if d.table.identifier == "reporting.merchant_performance"]
-    status = spark.createDataFrame(_random_status_rows(400), spark_schema(CORE_LOAN_DAILY_STATUS.schema))
+    schema = spark_schema(CORE_LOAN_DAILY_STATUS.schema)
+    status = spark.createDataFrame(_random_status_rows(400), schema)
+    closed_rows = [
+        {**row, "loan_id": row["loan_id"] + 10_000, "status": random.Random(row["loan_id"]).choice(CLOSED)}
+        for row in _random_status_rows(200)
+    ]
+    closed = spark.createDataFrame(closed_rows, schema)
+    step = Step([d.isoformat() for d in (date(2024, 3, 25), date(2024, 3, 26), date(2024, 3, 27))], spark, None)
     columns = REPORTING_MERCHANT_PERFORMANCE.schema.names
-    spec = dataset.transform(step=Step([], spark, None), status=status).select(*columns)
-    frame = _merchant_performance_frame_before_specs(status).select(*columns)
+    spec = dataset.transform(step=step, status=status, closed=closed).select(*columns)
+    frame = _merchant_performance_frame_before_specs(book_to_date(step, status, closed)).select(*columns)
     assert [(f.name, f.dataType) for f in spec.schema.fields] == [(f.name, f.dataType) for f in frame.schema.fields]
     spec_rows, frame_rows = sorted(spec.collect(), key=repr), sorted(frame.collect(), key=repr)
     assert len(frame_rows) > 15 and any(r["delinquent_loans"] for r in frame_rows)
+    # Loans closed on the first day count on the two later days, and not on their own day twice.
+    loans_per_day = {
+        d: sum(r["loans"] for r in frame_rows if r["business_date"].isoformat() == d) for d in step.partition_keys
+    }
+    on_day = {d: sum(1 for r in _random_status_rows(400) if r["business_date"].isoformat() == d) for d in loans_per_day}
+    closed_before = {d: sum(1 for r in closed_rows if r["business_date"].isoformat() < d) for d in loans_per_day}
+    assert loans_per_day == {d: on_day[d] + closed_before[d] for d in loans_per_day}
     assert spec_rows == frame_rows
 
 

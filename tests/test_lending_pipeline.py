@@ -25,7 +25,14 @@ from assets.lending.landing import LandingZone, LandingZoneResource, read_drop
 from assets.lending.raw import raw_assets
 from assets.lending.reporting import reporting_assets
 from assets.lending.simulator import simulate
-from assets.lending.tables import CORE_LEDGER_ENTRIES, CORE_LOAN_DAILY_STATUS, REPORTING_PORTFOLIO_DAILY
+from assets.lending.tables import (
+    CORE_CLOSED_LOANS,
+    CORE_LEDGER_ENTRIES,
+    CORE_LOAN_DAILY_STATUS,
+    PARTITION,
+    REPORTING_PORTFOLIO_DAILY,
+    REPORTING_VINTAGE_CURVES,
+)
 from assets.lending.world import SimulationConfig
 from batch_platform.lake import IcebergLakeResource
 from batch_platform.pii import PiiTokenizer
@@ -133,6 +140,21 @@ def test_loan_daily_status_has_every_loan_once_per_day_with_payments_reducing_ba
     assert pc.sum(status["principal_repaid"]).as_py() > 0
     buckets = set(status["dpd_bucket"].to_pylist())
     assert "current" in buckets
+
+
+def test_a_closed_loan_leaves_the_book_after_its_final_row_and_still_counts_in_its_vintage(pipeline: Pipeline) -> None:
+    closed = pipeline.lake.read_arrow(CORE_CLOSED_LOANS).to_pylist()
+    assert closed and {r["status"] for r in closed} <= {"paid_off", "cancelled", "charged_off"}
+    book = pipeline.lake.read_arrow(CORE_LOAN_DAILY_STATUS).select([PARTITION, "loan_id", "status"]).to_pylist()
+    last_row = {}
+    for row in sorted(book, key=lambda r: r[PARTITION]):
+        last_row[row["loan_id"]] = row
+    for loan in closed:
+        assert last_row[loan["loan_id"]][PARTITION] == loan[PARTITION]  # no row after the final one
+        assert last_row[loan["loan_id"]]["status"] == loan["status"]
+    originated = sum(read_drop(pipeline.landing, day)["loans"].num_rows for day in DAYS)
+    vintages = pipeline.lake.read_arrow(REPORTING_VINTAGE_CURVES, [LAST.isoformat()])
+    assert pc.sum(vintages["loans"]).as_py() == originated  # a cohort never shrinks
 
 
 def test_ledger_debits_equal_credits_every_day(pipeline: Pipeline) -> None:

@@ -23,7 +23,9 @@ from pyspark.sql import SparkSession
 
 from assets.lending.reporting import reporting_assets
 from assets.lending.tables import (
+    CORE_CLOSED_LOANS,
     CORE_LOAN_DAILY_STATUS,
+    OPEN_STATUSES,
     REPORTING_MERCHANT_PERFORMANCE,
     REPORTING_PORTFOLIO_DAILY,
     REPORTING_VINTAGE_CURVES,
@@ -113,7 +115,17 @@ def _write(lake: IcebergLakeResource, table: LakeTable, rows: list[dict[str, Any
 
 
 def _seed(lake: IcebergLakeResource, status: dict[tuple[str, int], Status] = STATUS) -> None:
-    _write(lake, CORE_LOAN_DAILY_STATUS, _status_rows(status))
+    """The book as core writes it: a loan's rows up to the day it closes, that day's row also in closed_loans."""
+    book, closed, closed_loans = [], [], set()
+    for row in sorted(_status_rows(status), key=lambda r: r["business_date"]):
+        if row["loan_id"] in closed_loans:
+            continue
+        book.append(row)
+        if row["status"] not in OPEN_STATUSES:
+            closed.append(row)
+            closed_loans.add(row["loan_id"])
+    _write(lake, CORE_LOAN_DAILY_STATUS, book)
+    _write(lake, CORE_CLOSED_LOANS, closed)
 
 
 def _materialize(

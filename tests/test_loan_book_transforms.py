@@ -14,6 +14,7 @@ from typing import Any
 
 import lending_frames as lf
 import pytest
+from pyspark.errors import PySparkException
 from pyspark.sql import DataFrame, Row, SparkSession
 from pyspark.sql import functions as F
 
@@ -365,18 +366,55 @@ def test_a_past_due_loan_with_nothing_due_or_paid_is_a_calendar_day_more_past_du
     ]
 
 
-def test_a_loan_paid_off_early_stays_paid_off_as_its_scheduled_due_dates_pass(spark: SparkSession) -> None:
-    payoff = [lf.payment(11, 1, FRI, 1, "300.00", "3.00", due=DUE_1)]
+def test_a_loan_paid_off_early_has_its_final_row_that_day_and_leaves_the_book_as_its_due_dates_pass(
+    spark: SparkSession,
+) -> None:
+    thursday, friday = date(2023, 4, 27), date(2023, 4, 28)
+    first = lf.payment(11, 1, DUE_1, 1, "100.00", "3.00", due=DUE_1)
+    payoff = lf.payment(12, 1, friday, 2, "200.00", "2.00", due=DUE_2)
     rows = book_rows(
         spark,
-        [DUE_2, DUE_2 + timedelta(days=1)],
-        payments=payoff,
+        [friday, DUE_2, DUE_2 + timedelta(days=1)],
+        payments=[first, payoff],
         schedule=loan_1_schedule(),
-        previous=[loan_1_book(date(2023, 4, 28), repaid="300.00", interest_paid="3.00", status="paid_off")],
+        previous=[loan_1_book(thursday, repaid="100.00", interest_paid="3.00")],
     )
-    assert [(r["status"], r["days_past_due"], r["outstanding_principal"], r["accrued_interest"]) for r in rows] == [
-        ("paid_off", 0, Decimal("0.00"), Decimal("0.00"))
-    ] * 2
+    assert [(r[PARTITION], r["status"], r["outstanding_principal"], r["accrued_interest"]) for r in rows] == [
+        (friday, "paid_off", Decimal("0.00"), Decimal("0.00"))
+    ]
+
+
+def test_a_closed_loan_in_the_previous_book_is_not_carried(spark: SparkSession) -> None:
+    # A book written before loans left it still holds closed loans: they stay out from the next day on.
+    paid_off = lf.book_row(2, FRI, "50.00", repaid="50.00", status="paid_off", origination_date=ORIGINATED)
+    rows = book_rows(
+        spark,
+        [MON],
+        schedule=loan_1_schedule(),
+        previous=[loan_1_book(FRI, days_past_due=11, dpd_bucket="1-29", status="delinquent"), paid_off],
+    )
+    assert [r["loan_id"] for r in rows] == [1]
+
+
+@pytest.mark.parametrize("closed_on", ["the previous day", "a day of the range"])
+def test_a_refund_for_a_loan_that_left_the_book_fails_the_step_naming_the_loan_and_day(
+    spark: SparkSession, closed_on: str
+) -> None:
+    payoff = lf.payment(11, 1, FRI, 1, "300.00", "3.00", due=DUE_1)
+    late_refund = lf.refund(21, 1, TUE, "40.00")
+    if closed_on == "the previous day":
+        days, previous = [MON, TUE], loan_1_book(FRI, repaid="300.00", interest_paid="3.00", status="paid_off")
+    else:
+        days, previous = [FRI, MON, TUE], loan_1_book(date(2023, 4, 13), days_past_due=10, status="delinquent")
+    with pytest.raises(PySparkException, match="loan 1 on 2023-04-18: a payment, refund or charge-off for a loan"):
+        book_rows(
+            spark,
+            days,
+            payments=[payoff],
+            refunds=[late_refund],
+            schedule=loan_1_schedule(),
+            previous=[previous],
+        )
 
 
 def test_the_last_installment_paid_pays_the_loan_off(spark: SparkSession) -> None:

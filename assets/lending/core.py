@@ -17,6 +17,7 @@ from assets.lending.loan_book import STATUS_AUDITS, loan_daily_status_frame, mon
 from assets.lending.tables import (
     CORE_APPLICATIONS,
     CORE_CHARGE_OFFS,
+    CORE_CLOSED_LOANS,
     CORE_CUSTOMERS,
     CORE_LEDGER_ENTRIES,
     CORE_LOAN_DAILY_STATUS,
@@ -334,6 +335,19 @@ LOAN_DAILY_STATUS = core_dataset(
 )
 
 
+def closed_loans_frame(book: DataFrame) -> DataFrame:
+    """The day's closed rows of the book: each is a loan's final row (the book drops it the next day)."""
+    return book.where(~F.col("status").isin(*OPEN_STATUSES))
+
+
+CLOSED_LOANS = core_dataset(
+    CORE_CLOSED_LOANS,
+    closed_loans_frame,
+    [LakeInput(CORE_LOAN_DAILY_STATUS, name="book")],
+    [unique(PARTITION, "loan_id")],
+)
+
+
 # -- the general ledger -----------------------------------------------------------------------------------------
 
 
@@ -540,6 +554,7 @@ CORE_DATASETS: list[LakeDataset] = [
     CHARGE_OFFS,
     RECOVERIES,
     LOAN_DAILY_STATUS,
+    CLOSED_LOANS,
     LEDGER_ENTRIES,
 ]
 core_assets: list[dg.AssetsDefinition] = [

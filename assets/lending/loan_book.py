@@ -6,9 +6,13 @@ range at once:
   the previous day's balances;
 - days past due come from the installments due by the day under the schedule version in force on the day, each
   against what was paid toward it by the day; the oldest installment not fully paid sets them;
-- ``ever_30_plus`` and ``ever_60_plus`` are running ORs over the range, started from the previous day's flags.
+- ``ever_30_plus`` and ``ever_60_plus`` are running ORs over the range, started from the previous day's flags;
+- a loan leaves the book after its final row: the day it is paid off, cancelled or charged off. Its final row is
+  kept in ``core/closed_loans`` for reporting (a cohort never shrinks), and a payment, refund or charge-off for it
+  afterwards fails the step naming the loan (its balances are final; the old book let such an event turn the
+  balances negative).
 
-So a run's cost is its book rows and the loans' schedules and payments read once, not once per day: a 23-day
+So a run's cost is its open loans' rows and the schedules and payments read once, not once per day: a 23-day
 backfill chunk is one plan, where a day-by-day loop re-aggregated the history for every day. The rules of a day
 are the same whether the day is computed alone or inside a range (tests/test_loan_book_transforms.py proves a range
 equals its days chained, and tests/test_loan_book_setwise.py that it equals the previous day-by-day computation).
@@ -21,7 +25,7 @@ from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from assets.lending.contract import MONEY_SQL
-from assets.lending.tables import PARTITION
+from assets.lending.tables import OPEN_STATUSES, PARTITION
 from batch_platform.audit import Audit, rows_satisfy, unique
 from batch_platform.datasets import Step
 
@@ -80,9 +84,9 @@ def _days(session: SparkSession, keys: Sequence[str]) -> DataFrame:
 
 
 def _grid(previous_book: DataFrame, new_loans: DataFrame, days: DataFrame, first_day: date) -> DataFrame:
-    """One row per loan per day of the range it is in the book: the previous day's loans from the first day, each
-    new loan from the day its drop landed; with the balances and flags it carries into the range."""
-    carried = previous_book.select(
+    """One row per loan per day of the range it may be in the book: the previous day's open loans from the first
+    day, each new loan from the day its drop landed; with the balances and flags it carries into the range."""
+    carried = previous_book.where(F.col("status").isin(*OPEN_STATUSES)).select(
         *LOAN_ATTRIBUTES, *TO_DATE, "ever_30_plus", "ever_60_plus", F.lit(first_day).alias("_from")
     )
     new = new_loans.select(
@@ -117,13 +121,36 @@ def _daily_increments(events: dict[str, DataFrame], days: DataFrame) -> DataFram
     return increments.groupBy("loan_id", PARTITION).agg(*[money_sum(c).alias(c) for c in TO_DATE[1:]])
 
 
-def _with_balances(grid: DataFrame, increments: DataFrame) -> DataFrame:
-    """Balances to date: the carried balance plus the running total of the range's increments up to the day."""
-    to_day = Window.partitionBy("loan_id").orderBy(PARTITION).rowsBetween(Window.unboundedPreceding, 0)
-    book = grid.join(
-        increments.withColumnsRenamed({c: f"_add_{c}" for c in TO_DATE[1:]}), ["loan_id", PARTITION], "left"
+def _refuse(condition: Column, what: str) -> Column:
+    """A filter that keeps every row, and fails the step with ``what`` (naming the loan and day) on a row where
+    ``condition`` holds: evaluated inside the plan, so checking costs no extra pass over the book."""
+    message = F.concat(
+        F.lit("core/loan_daily_status: loan "),
+        F.col("loan_id").cast("string"),
+        F.lit(" on "),
+        F.col(PARTITION).cast("string"),
+        F.lit(f": {what}"),
     )
-    book = book.select(
+    return F.when(condition, F.raise_error(message)).isNull()
+
+
+_CLOSED_LOAN_EVENT = (
+    "a payment, refund or charge-off for a loan that is not open (it closed earlier, or was never originated): a "
+    "closed loan's balances are final. Correct the drop and restate the day, or record the money as a recovery."
+)
+
+
+def _with_balances(grid: DataFrame, increments: DataFrame) -> DataFrame:
+    """Balances to date: the carried balance plus the running total of the range's increments up to the day.
+
+    An increment with no loan in the grid that day fails the step: it would otherwise vanish from the book."""
+    to_day = Window.partitionBy("loan_id").orderBy(PARTITION).rowsBetween(Window.unboundedPreceding, 0)
+    book = grid.withColumn("_in_book", F.lit(True)).join(
+        increments.withColumnsRenamed({c: f"_add_{c}" for c in TO_DATE[1:]}).withColumn("_event", F.lit(True)),
+        ["loan_id", PARTITION],
+        "full",
+    )
+    book = book.where(_refuse(F.col("_in_book").isNull(), _CLOSED_LOAN_EVENT)).select(
         *LOAN_ATTRIBUTES,
         PARTITION,
         "principal_originated",
@@ -133,6 +160,7 @@ def _with_balances(grid: DataFrame, increments: DataFrame) -> DataFrame:
         ],
         "ever_30_plus",
         "ever_60_plus",
+        F.coalesce("_event", F.lit(False)).alias("_event"),
     )
     return book.withColumn(
         "outstanding_principal",
@@ -197,7 +225,11 @@ def _delinquency(book_days: DataFrame, payments: DataFrame, schedule: DataFrame)
 
 
 def _with_status(book: DataFrame, delinquency: DataFrame) -> DataFrame:
-    ever_from = Window.partitionBy("loan_id").orderBy(PARTITION).rowsBetween(Window.unboundedPreceding, 0)
+    """Status, days past due, accrued interest and the ever flags; a loan's rows after its first closed one
+    (paid off, cancelled, charged off) are dropped: it has left the book, and an event on it then fails the step."""
+    to_day = Window.partitionBy("loan_id").orderBy(PARTITION)
+    ever_from = to_day.rowsBetween(Window.unboundedPreceding, 0)
+    before = to_day.rowsBetween(Window.unboundedPreceding, -1)
     status = (
         F.when(F.col("principal_charged_off") > 0, "charged_off")
         .when(F.col("principal_refunded") >= F.col("principal_originated"), "cancelled")
@@ -224,6 +256,8 @@ def _with_status(book: DataFrame, delinquency: DataFrame) -> DataFrame:
         # Running ORs over the range, from the carried flag: once 30+ (60+) days past due, always so.
         .withColumn("ever_30_plus", F.col("ever_30_plus") | F.max(F.col("days_past_due") >= 30).over(ever_from))
         .withColumn("ever_60_plus", F.col("ever_60_plus") | F.max(F.col("days_past_due") >= 60).over(ever_from))
+        .withColumn("_left", F.coalesce(F.max(~F.col("status").isin(*OPEN_STATUSES)).over(before), F.lit(False)))
+        .where(_refuse(F.col("_left") & F.col("_event"), _CLOSED_LOAN_EVENT) & ~F.col("_left"))
         .select(*OUTPUT_COLUMNS)
     )
 

@@ -2,19 +2,22 @@
 
 Merchant performance is a dataset spec (specs/merchant_performance.yaml): Spark SQL with the same conventions.
 
-Every asset reads ``core/loan_daily_status`` for the step's partition keys (a backfill run gets up to 31 of them
-and computes them in one DataFrame), writes through write-audit-publish, and publishes to main only when its
-blocking audits pass on the audit branch.
+Every asset reads the book to date for the step's partition keys (a backfill run gets up to 23 of them and computes
+them in one DataFrame): ``core/loan_daily_status`` of the day (open loans, and the loans closing that day) and
+``core/closed_loans`` of every earlier day (each closed loan's final row), so every loan ever originated counts. It
+writes through write-audit-publish, and publishes to main only when its blocking audits pass on the audit branch.
 
 Conventions shared by the three tables:
 - Money sums stay decimal and are cast back to decimal(18, 2) (Spark widens a sum to decimal(28, 2)); rates are
   doubles.
 - A loan is *open* while its status is one of OPEN_STATUSES (tables.py). Closed loans (paid off, cancelled,
-  charged off) stay in loan_daily_status with their to-date amounts, and the money columns sum them too, so that
-  each row keeps the balance identity outstanding = originated - repaid - refunded - charged off.
+  charged off) count with their final to-date amounts (a charged-off loan in the days-past-due bucket it was charged
+  off from), and the money columns sum them too, so that each row keeps the balance identity outstanding =
+  originated - repaid - refunded - charged off.
 """
 
 from collections.abc import Callable
+from datetime import date
 
 import dagster as dg
 from pyspark.sql import Column, DataFrame
@@ -23,6 +26,7 @@ from pyspark.sql import functions as F
 from assets.lending.contract import MONEY_SQL
 from assets.lending.dataset_specs import lending_spec_assets
 from assets.lending.tables import (
+    CORE_CLOSED_LOANS,
     CORE_LOAN_DAILY_STATUS,
     LENDING_PARTITIONS,
     LOAN_STATUSES,
@@ -32,8 +36,8 @@ from assets.lending.tables import (
     REPORTING_VINTAGE_CURVES,
 )
 from batch_platform.audit import Audit, AuditOutcome, rows_satisfy
-from batch_platform.datasets import LakeDataset, lake_dataset_asset
-from batch_platform.inputs import LakeInput
+from batch_platform.datasets import LakeDataset, Step, lake_dataset_asset
+from batch_platform.inputs import LakeInput, up_to_this_partition
 from batch_platform.lake import LakeTable
 
 assert set(OPEN_STATUSES) < set(LOAN_STATUSES), "open statuses must be declared loan statuses"
@@ -64,6 +68,18 @@ def ratio(numerator: Column, denominator: Column) -> Column:
 
 
 # -- computations (DataFrame in, DataFrame out: the assets below only read, compute and write) ------------------
+
+
+def book_to_date(step: Step, status: DataFrame, closed: DataFrame) -> DataFrame:
+    """Every loan originated by each of the step's days, one row each: the day's book, and the loans closed on an
+    earlier day (their final row, dated the day). ``closed``: core/closed_loans up to the step's last day."""
+    days = step.session.createDataFrame([(date.fromisoformat(k),) for k in step.partition_keys], f"{PARTITION} date")
+    earlier = (
+        closed.withColumnRenamed(PARTITION, "_closed_on")
+        .join(F.broadcast(days), F.col("_closed_on") < F.col(PARTITION))
+        .drop("_closed_on")
+    )
+    return status.unionByName(earlier)
 
 
 def portfolio_daily_frame(status: DataFrame) -> DataFrame:
@@ -161,11 +177,18 @@ VINTAGE_AUDITS = [
 def reporting_dataset(
     table: LakeTable, audits: list[Audit], frame: Callable[[DataFrame], DataFrame], compute: str = "small"
 ) -> LakeDataset:
-    """A reporting table computed from the day's core/loan_daily_status (input ``status``), written through WAP."""
+    """A reporting table computed from the book to date (``book_to_date``), written through WAP."""
+
+    def transform(step: Step, status: DataFrame, closed: DataFrame) -> DataFrame:
+        return frame(book_to_date(step, status, closed))
+
     return LakeDataset(
         table,
-        frame,
-        inputs=[LakeInput(CORE_LOAN_DAILY_STATUS, name="status")],
+        transform,
+        inputs=[
+            LakeInput(CORE_LOAN_DAILY_STATUS, name="status"),
+            LakeInput(CORE_CLOSED_LOANS, up_to_this_partition(), name="closed"),
+        ],
         audits=audits,
         partitions_def=LENDING_PARTITIONS,
         backfill_policy=BACKFILL_POLICY,

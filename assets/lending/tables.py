@@ -257,8 +257,8 @@ CORE_LOAN_DAILY_STATUS = LakeTable(
     name="loan_daily_status",
     partition_column=PARTITION,
     description=(
-        "Per loan per business day: balances carried from the previous business day's partition, days past due "
-        "from the oldest installment not fully paid, and status."
+        "Per open loan per business day: balances carried from the previous business day's partition, days past "
+        "due from the oldest installment not fully paid, and status; a loan's last row is the day it closes."
     ),
     schema=pa.schema(
         [
@@ -284,6 +284,17 @@ CORE_LOAN_DAILY_STATUS = LakeTable(
             _f("ever_60_plus", pa.bool_(), False),
         ]
     ),
+)
+
+CORE_CLOSED_LOANS = LakeTable(
+    namespace="core",
+    name="closed_loans",
+    partition_column=PARTITION,
+    description=(
+        "Each closed loan's final row of the loan book, on the business day it closed (paid off, cancelled, charged "
+        "off): the book then drops it, and reporting adds these rows so a cohort never shrinks."
+    ),
+    schema=CORE_LOAN_DAILY_STATUS.schema,
 )
 
 LEDGER_ACCOUNTS = (
@@ -326,6 +337,7 @@ CORE_TABLES = (
     CORE_CHARGE_OFFS,
     CORE_RECOVERIES,
     CORE_LOAN_DAILY_STATUS,
+    CORE_CLOSED_LOANS,
     CORE_LEDGER_ENTRIES,
 )
 
