@@ -65,7 +65,7 @@ BENCHMARK_DATE = date(2025, 4, 15)  # a Tuesday: one calendar day of events, eve
 SEED = 1
 PII_KEY = "benchmark-only-key-" + "0123456789abcdef" * 2
 SAMPLE_INTERVAL_S = 0.1
-BOOK_ASSETS = ("core/loan_daily_status", "core/ledger_entries")
+BOOK_ASSETS = ("core/loan_daily_status", "core/closed_loans", "core/ledger_entries")  # those reading the book
 EVENT_DATASETS = ("payments", "refunds", "charge_offs", "recoveries")  # the datasets whose rows name a loan
 # Below this seq every id of a day is an application of that day (the simulator's ids are yyyymmdd * ID_BLOCK + seq).
 FILLER_SEQ_LIMIT = ID_BLOCK // 2
