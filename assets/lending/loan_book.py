@@ -83,9 +83,9 @@ def _days(session: SparkSession, keys: Sequence[str]) -> DataFrame:
     return session.createDataFrame([(date.fromisoformat(k),) for k in sorted(keys)], f"{PARTITION} date")
 
 
-def _grid(previous_book: DataFrame, new_loans: DataFrame, days: DataFrame, first_day: date) -> DataFrame:
-    """One row per loan per day of the range it may be in the book: the previous day's open loans from the first
-    day, each new loan from the day its drop landed; with the balances and flags it carries into the range."""
+def _loans(previous_book: DataFrame, new_loans: DataFrame, first_day: date) -> DataFrame:
+    """One row per loan that may be in the book during the range: the previous day's open loans from the first day,
+    each new loan from the day its drop landed (``_from``); with the balances and flags it carries into the range."""
     carried = previous_book.where(F.col("status").isin(*OPEN_STATUSES)).select(
         *LOAN_ATTRIBUTES, *TO_DATE, "ever_30_plus", "ever_60_plus", F.lit(first_day).alias("_from")
     )
@@ -97,8 +97,14 @@ def _grid(previous_book: DataFrame, new_loans: DataFrame, days: DataFrame, first
         F.lit(False).alias("ever_60_plus"),
         F.col(PARTITION).alias("_from"),
     )
-    loans = carried.unionByName(new)
-    return loans.join(F.broadcast(days), F.col(PARTITION) >= F.col("_from")).drop("_from")
+    return carried.unionByName(new)
+
+
+def _by_day(rows: DataFrame, column: str, values: Sequence[str]) -> DataFrame:
+    """Per loan, one row: a map from day to the struct of ``values`` of that day, in ``column``."""
+    return rows.groupBy("loan_id").agg(
+        F.map_from_entries(F.collect_list(F.struct(PARTITION, F.struct(*values)))).alias(column)
+    )
 
 
 def _daily_increments(events: dict[str, DataFrame], days: DataFrame) -> DataFrame:
@@ -119,58 +125,6 @@ def _daily_increments(events: dict[str, DataFrame], days: DataFrame) -> DataFram
     for part in parts[1:]:
         increments = increments.unionByName(part)
     return increments.groupBy("loan_id", PARTITION).agg(*[money_sum(c).alias(c) for c in TO_DATE[1:]])
-
-
-def _refuse(condition: Column, what: str) -> Column:
-    """A filter that keeps every row, and fails the step with ``what`` (naming the loan and day) on a row where
-    ``condition`` holds: evaluated inside the plan, so checking costs no extra pass over the book."""
-    message = F.concat(
-        F.lit("core/loan_daily_status: loan "),
-        F.col("loan_id").cast("string"),
-        F.lit(" on "),
-        F.col(PARTITION).cast("string"),
-        F.lit(f": {what}"),
-    )
-    return F.when(condition, F.raise_error(message)).isNull()
-
-
-_CLOSED_LOAN_EVENT = (
-    "a payment, refund or charge-off for a loan that is not open (it closed earlier, or was never originated): a "
-    "closed loan's balances are final. Correct the drop and restate the day, or record the money as a recovery."
-)
-
-
-def _with_balances(grid: DataFrame, increments: DataFrame) -> DataFrame:
-    """Balances to date: the carried balance plus the running total of the range's increments up to the day.
-
-    An increment with no loan in the grid that day fails the step: it would otherwise vanish from the book."""
-    to_day = Window.partitionBy("loan_id").orderBy(PARTITION).rowsBetween(Window.unboundedPreceding, 0)
-    book = grid.withColumn("_in_book", F.lit(True)).join(
-        increments.withColumnsRenamed({c: f"_add_{c}" for c in TO_DATE[1:]}).withColumn("_event", F.lit(True)),
-        ["loan_id", PARTITION],
-        "full",
-    )
-    book = book.where(_refuse(F.col("_in_book").isNull(), _CLOSED_LOAN_EVENT)).select(
-        *LOAN_ATTRIBUTES,
-        PARTITION,
-        "principal_originated",
-        *[
-            (F.col(c) + F.sum(F.coalesce(f"_add_{c}", zero_money())).over(to_day)).cast(MONEY_SQL).alias(c)
-            for c in TO_DATE[1:]
-        ],
-        "ever_30_plus",
-        "ever_60_plus",
-        F.coalesce("_event", F.lit(False)).alias("_event"),
-    )
-    return book.withColumn(
-        "outstanding_principal",
-        (
-            F.col("principal_originated")
-            - F.col("principal_repaid")
-            - F.col("principal_refunded")
-            - F.col("principal_charged_off")
-        ).cast(MONEY_SQL),
-    )
 
 
 def _delinquency(book_days: DataFrame, payments: DataFrame, schedule: DataFrame) -> DataFrame:
@@ -224,41 +178,32 @@ def _delinquency(book_days: DataFrame, payments: DataFrame, schedule: DataFrame)
     )
 
 
-def _with_status(book: DataFrame, delinquency: DataFrame) -> DataFrame:
-    """Status, days past due, accrued interest and the ever flags; a loan's rows after its first closed one
-    (paid off, cancelled, charged off) are dropped: it has left the book, and an event on it then fails the step."""
-    to_day = Window.partitionBy("loan_id").orderBy(PARTITION)
-    ever_from = to_day.rowsBetween(Window.unboundedPreceding, 0)
-    before = to_day.rowsBetween(Window.unboundedPreceding, -1)
-    status = (
+def _refuse(condition: Column, what: str) -> Column:
+    """A filter that keeps every row, and fails the step with ``what`` (naming the loan and day) on a row where
+    ``condition`` holds: evaluated inside the plan, so checking costs no extra pass over the book."""
+    message = F.concat(
+        F.lit("core/loan_daily_status: loan "),
+        F.col("loan_id").cast("string"),
+        F.lit(" on "),
+        F.col(PARTITION).cast("string"),
+        F.lit(f": {what}"),
+    )
+    return F.when(condition, F.raise_error(message)).isNull()
+
+
+_CLOSED_LOAN_EVENT = (
+    "a payment, refund or charge-off for a loan that is not open (it closed earlier, or was never originated): a "
+    "closed loan's balances are final. Correct the drop and restate the day, or record the money as a recovery."
+)
+
+
+def _status() -> Column:
+    return (
         F.when(F.col("principal_charged_off") > 0, "charged_off")
         .when(F.col("principal_refunded") >= F.col("principal_originated"), "cancelled")
         .when(F.col("outstanding_principal") <= 0, "paid_off")
         .when(F.col("days_past_due") > 0, "delinquent")
         .otherwise("current")
-    )
-    closed = F.col("status").isin("paid_off", "cancelled")
-    return (
-        book.join(delinquency, ["loan_id", PARTITION], "left")
-        .withColumn(
-            "days_past_due",
-            F.coalesce(F.datediff(F.col(PARTITION), F.col("oldest_unpaid_due_date")), F.lit(0)).cast("int"),
-        )
-        .withColumn("status", status)
-        .withColumn("days_past_due", F.when(closed, F.lit(0)).otherwise(F.col("days_past_due")))
-        .withColumn(
-            "accrued_interest",
-            F.when(closed | (F.col("status") == "charged_off"), zero_money())
-            .otherwise(F.greatest(F.coalesce("interest_due", zero_money()) - F.col("interest_paid"), zero_money()))
-            .cast(MONEY_SQL),
-        )
-        .withColumn("dpd_bucket", dpd_bucket())
-        # Running ORs over the range, from the carried flag: once 30+ (60+) days past due, always so.
-        .withColumn("ever_30_plus", F.col("ever_30_plus") | F.max(F.col("days_past_due") >= 30).over(ever_from))
-        .withColumn("ever_60_plus", F.col("ever_60_plus") | F.max(F.col("days_past_due") >= 60).over(ever_from))
-        .withColumn("_left", F.coalesce(F.max(~F.col("status").isin(*OPEN_STATUSES)).over(before), F.lit(False)))
-        .where(_refuse(F.col("_left") & F.col("_event"), _CLOSED_LOAN_EVENT) & ~F.col("_left"))
-        .select(*OUTPUT_COLUMNS)
     )
 
 
@@ -272,15 +217,100 @@ def loan_daily_status_frame(
     previous_book: DataFrame,
 ) -> DataFrame:
     """Per loan per business day: balances, days past due, DPD bucket and status, for every day of the step at once
-    (``previous_book`` is the book of the business day before the step's first)."""
+    (``previous_book`` is the book of the business day before the step's first).
+
+    The plan shuffles the book once, one row per loan: each loan's increments and days-past-due inputs are gathered
+    into a map by day and joined on the loan alone, then the loan's rows for the range's days are made and the
+    running totals taken over them where they already are (joining loan-days on loan and day would shuffle the
+    loan-days again for each join)."""
     keys = sorted(step.partition_keys)
     days = _days(step.session, keys)
     payments = payments.where(~F.col("reversed"))
-    grid = _grid(previous_book, new_loans, days, date.fromisoformat(keys[0]))
+    loans = _loans(previous_book, new_loans, date.fromisoformat(keys[0]))
     events = {"payments": payments, "refunds": refunds, "charge_offs": charge_offs}
-    book = _with_balances(grid, _daily_increments(events, days))
-    delinquency = _delinquency(book.select("loan_id", PARTITION), payments, schedule)
-    return _with_status(book, delinquency)
+    increments = _by_day(_daily_increments(events, days), "_increments", TO_DATE[1:])
+    loan_days = loans.select("loan_id", "_from").join(F.broadcast(days), F.col(PARTITION) >= F.col("_from"))
+    delinquency = _by_day(
+        _delinquency(loan_days.drop("_from"), payments, schedule),
+        "_delinquency",
+        ["oldest_unpaid_due_date", "interest_due"],
+    )
+    # An event for a loan not in the book (closed before the range) would vanish: such a loan fails the step.
+    orphans = (
+        increments.join(loans, "loan_id", "left_anti")
+        .select("loan_id", F.explode(F.map_keys("_increments")).alias(PARTITION))
+        .where(_refuse(F.lit(True), _CLOSED_LOAN_EVENT))
+    )
+    book = (
+        loans.join(increments, "loan_id", "left")
+        .join(delinquency, "loan_id", "left")
+        .join(F.broadcast(days), F.col(PARTITION) >= F.col("_from"))
+    )
+    on_day = {
+        "increment": F.element_at("_increments", F.col(PARTITION)),
+        "delinquency": F.element_at("_delinquency", F.col(PARTITION)),
+    }
+    to_day = Window.partitionBy("loan_id").orderBy(PARTITION)
+    up_to_day, before_day = (
+        to_day.rowsBetween(Window.unboundedPreceding, 0),
+        to_day.rowsBetween(Window.unboundedPreceding, -1),
+    )
+    book = book.select(
+        *LOAN_ATTRIBUTES,
+        PARTITION,
+        "principal_originated",
+        *[
+            (F.col(c) + F.sum(F.coalesce(on_day["increment"][c], zero_money())).over(up_to_day))
+            .cast(MONEY_SQL)
+            .alias(c)
+            for c in TO_DATE[1:]
+        ],
+        "ever_30_plus",
+        "ever_60_plus",
+        on_day["increment"].isNotNull().alias("_event"),
+        on_day["delinquency"]["oldest_unpaid_due_date"].alias("_oldest_unpaid"),
+        on_day["delinquency"]["interest_due"].alias("_interest_due"),
+    )
+    closed = F.col("status").isin("paid_off", "cancelled")
+    book = (
+        book.withColumn(
+            "outstanding_principal",
+            (
+                F.col("principal_originated")
+                - F.col("principal_repaid")
+                - F.col("principal_refunded")
+                - F.col("principal_charged_off")
+            ).cast(MONEY_SQL),
+        )
+        .withColumn(
+            "days_past_due", F.coalesce(F.datediff(F.col(PARTITION), F.col("_oldest_unpaid")), F.lit(0)).cast("int")
+        )
+        .withColumn("status", _status())
+        .withColumn("days_past_due", F.when(closed, F.lit(0)).otherwise(F.col("days_past_due")))
+        .withColumn(
+            "accrued_interest",
+            F.when(closed | (F.col("status") == "charged_off"), zero_money())
+            .otherwise(F.greatest(F.coalesce("_interest_due", zero_money()) - F.col("interest_paid"), zero_money()))
+            .cast(MONEY_SQL),
+        )
+        .withColumn("dpd_bucket", dpd_bucket())
+        # Running ORs over the range, from the carried flag: once 30+ (60+) days past due, always so.
+        .withColumn("ever_30_plus", F.col("ever_30_plus") | F.max(F.col("days_past_due") >= 30).over(up_to_day))
+        .withColumn("ever_60_plus", F.col("ever_60_plus") | F.max(F.col("days_past_due") >= 60).over(up_to_day))
+        # A loan leaves the book after its first closed row; an event for it after that fails the step.
+        .withColumn("_left", F.coalesce(F.max(~F.col("status").isin(*OPEN_STATUSES)).over(before_day), F.lit(False)))
+        .where(_refuse(F.col("_left") & F.col("_event"), _CLOSED_LOAN_EVENT) & ~F.col("_left"))
+    )
+    book = book.select(*OUTPUT_COLUMNS)
+    # The orphans' rows never get past their filter; the union only puts that filter into the plan.
+    return book.unionByName(
+        orphans.select(
+            *[
+                F.col(c) if c in orphans.columns else F.lit(None).cast(book.schema[c].dataType).alias(c)
+                for c in OUTPUT_COLUMNS
+            ]
+        )
+    )
 
 
 def _status_reconciles() -> Audit:
