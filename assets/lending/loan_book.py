@@ -13,9 +13,10 @@ range at once:
   balances negative).
 
 So a run's cost is its open loans' rows and the schedules and payments read once, not once per day: a 23-day
-backfill chunk is one plan, where a day-by-day loop re-aggregated the history for every day. The rules of a day
-are the same whether the day is computed alone or inside a range (tests/test_loan_book_transforms.py proves a range
-equals its days chained, and tests/test_loan_book_setwise.py that it equals the previous day-by-day computation).
+backfill chunk is one plan, where a day-by-day loop re-aggregated the history for every day (docs/benchmarks.md,
+"Loan book: set-wise against day by day": faster for ranges, still slower for one day). The rules of a day are the
+same whether the day is computed alone or inside a range (tests/test_loan_book_transforms.py proves a range equals
+its days chained); benchmarks/loan_book.py checks the book equals the earlier day-by-day one up to final rows.
 """
 
 from collections.abc import Sequence
