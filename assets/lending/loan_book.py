@@ -80,7 +80,8 @@ def dpd_bucket() -> Column:
     )
 
 
-def _days(session: SparkSession, keys: Sequence[str]) -> DataFrame:
+def days_frame(session: SparkSession, keys: Sequence[str]) -> DataFrame:
+    """The partition keys' business dates, one row each, as a DataFrame (to join or broadcast)."""
     return session.createDataFrame([(date.fromisoformat(k),) for k in sorted(keys)], f"{PARTITION} date")
 
 
@@ -225,7 +226,7 @@ def loan_daily_status_frame(
     running totals taken over them where they already are (joining loan-days on loan and day would shuffle the
     loan-days again for each join)."""
     keys = sorted(step.partition_keys)
-    days = _days(step.session, keys)
+    days = days_frame(step.session, keys)
     payments = payments.where(~F.col("reversed"))
     loans = _loans(previous_book, new_loans, date.fromisoformat(keys[0]))
     events = {"payments": payments, "refunds": refunds, "charge_offs": charge_offs}

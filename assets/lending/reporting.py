@@ -17,7 +17,6 @@ Conventions shared by the three tables:
 """
 
 from collections.abc import Callable
-from datetime import date
 
 import dagster as dg
 from pyspark.sql import Column, DataFrame
@@ -25,6 +24,7 @@ from pyspark.sql import functions as F
 
 from assets.lending.contract import MONEY_SQL
 from assets.lending.dataset_specs import lending_spec_assets
+from assets.lending.loan_book import days_frame
 from assets.lending.tables import (
     CORE_CLOSED_LOANS,
     CORE_LOAN_DAILY_STATUS,
@@ -73,7 +73,7 @@ def ratio(numerator: Column, denominator: Column) -> Column:
 def book_to_date(step: Step, status: DataFrame, closed: DataFrame) -> DataFrame:
     """Every loan originated by each of the step's days, one row each: the day's book, and the loans closed on an
     earlier day (their final row, dated the day). ``closed``: core/closed_loans up to the step's last day."""
-    days = step.session.createDataFrame([(date.fromisoformat(k),) for k in step.partition_keys], f"{PARTITION} date")
+    days = days_frame(step.session, step.partition_keys)
     earlier = (
         closed.withColumnRenamed(PARTITION, "_closed_on")
         .join(F.broadcast(days), F.col("_closed_on") < F.col(PARTITION))
