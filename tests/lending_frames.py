@@ -29,7 +29,7 @@ from batch_platform.lake import LakeTable
 from batch_platform.lake.spark_io import spark_schema
 
 
-def money(value: str) -> Decimal:
+def money(value: Decimal | str) -> Decimal:
     return Decimal(value)
 
 
@@ -195,8 +195,11 @@ def book_row(
     ever_60_plus: bool = False,
     origination_date: date,
     category: str | None = "electronics",
+    schedule_version: int | None = None,
+    installments: Sequence[Mapping[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """A row of core/loan_daily_status (a previous business day's book, or the ledger's input)."""
+    """A row of core/loan_daily_status (a previous business day's book, or the ledger's input); ``installments``
+    (see ``carried_installment``) is the state the next day's book starts from."""
     outstanding = money(originated) - money(repaid) - money(refunded) - money(charged_off)
     return {
         PARTITION: day,
@@ -219,6 +222,21 @@ def book_row(
         "status": status,
         "ever_30_plus": ever_30_plus,
         "ever_60_plus": ever_60_plus,
+        "schedule_version": schedule_version,
+        "installments": None if installments is None else [dict(i) for i in installments],
+    }
+
+
+def carried_installment(
+    number: int, due: date | None, installment: Decimal | str | None, interest: Decimal | str | None, paid: str
+) -> dict[str, Any]:
+    """An installment as a book row carries it: its schedule (None for a number only paid toward) and what was paid."""
+    return {
+        "installment_number": number,
+        "due_date": due,
+        "installment": None if installment is None else money(installment),
+        "interest": None if interest is None else money(interest),
+        "paid": money(paid),
     }
 
 

@@ -29,6 +29,7 @@ from dagster_stack import (  # noqa: F401 - lending_backfill_fixture registers t
     lending_resources,
 )
 from graphql import parse, validate
+from lake_rows import table_rows
 
 from assets.lending.contract import CATEGORIES
 from assets.lending.domain import lending
@@ -57,7 +58,7 @@ from batch_platform.backfill_cli import (
     main,
     plan_backfill,
 )
-from batch_platform.lake import IcebergLakeResource, LakeTable
+from batch_platform.lake import IcebergLakeResource
 from batch_platform.partitions import business_day_partitions, daily_partitions
 from batch_platform.spark import SparkResource
 from definitions import build_definitions
@@ -252,12 +253,6 @@ SENSOR_TIMEOUT_S = 240.0
 RESTATEMENT_TIMEOUT_S = 900.0
 
 
-def _rows(lake: IcebergLakeResource, table: LakeTable) -> Counter[tuple[object, ...]]:
-    data = lake.read_arrow(table)
-    columns = sorted(data.column_names)
-    return Counter(zip(*(data[c].to_pylist() for c in columns), strict=True))
-
-
 def _full_rebuild(
     lending_backfill: LendingBackfill, spark_resource: SparkResource, tmp_path: Path
 ) -> IcebergLakeResource:
@@ -291,7 +286,7 @@ def test_a_corrected_day_flows_through_one_sensor_backfill_to_tables_equal_to_a_
 ) -> None:
     stack, days = lending_backfill.stack, lending_backfill.days
     lake = IcebergLakeResource(data_dir=str(stack.data_dir))
-    payments_before = _rows(lake, CORE_PAYMENTS)
+    payments_before = table_rows(lake, CORE_PAYMENTS)
 
     # Day 3 of the 10 is restated; the restatement sensor (running by default under the daemon) must react alone.
     correction = write_correction(SIMULATION, days[2], lending_backfill.landing)
@@ -311,9 +306,9 @@ def test_a_corrected_day_flows_through_one_sensor_backfill_to_tables_equal_to_a_
 
     rebuilt = _full_rebuild(lending_backfill, spark_resource, tmp_path)
     for table in RESTATED_TABLES:
-        assert _rows(lake, table) == _rows(rebuilt, table), f"{table.identifier} differs from a full rebuild"
+        assert table_rows(lake, table) == table_rows(rebuilt, table), f"{table.identifier} differs from a full rebuild"
     # The correction changed the data (reversed and fixed payments): equality is not the old state read twice.
-    assert _rows(lake, CORE_PAYMENTS) != payments_before
+    assert table_rows(lake, CORE_PAYMENTS) != payments_before
 
 
 def _merchant_restatement(landing: LandingZone, days: list[date]) -> tuple[date, dict[str, pa.Table], set[int]]:
@@ -360,7 +355,7 @@ def test_a_restated_merchant_category_reaches_later_days_loans_and_merchant_perf
 
     rebuilt = _full_rebuild(lending_backfill, spark_resource, tmp_path)
     for table in (CORE_MERCHANTS, CORE_LOANS, REPORTING_MERCHANT_PERFORMANCE):
-        assert _rows(lake, table) == _rows(rebuilt, table), f"{table.identifier} differs from a full rebuild"
+        assert table_rows(lake, table) == table_rows(rebuilt, table), f"{table.identifier} differs from a full rebuild"
     # The restatement reached loans of later days: their category is the restated one.
     loans = lake.read_arrow(CORE_LOANS).to_pylist()
     moved = [r for r in loans if r["merchant_id"] in restated and r["business_date"] > day]

@@ -13,6 +13,7 @@ from typing import Any
 
 import lending_frames as lf
 import pytest
+from pyspark.errors import PySparkException
 from pyspark.sql import DataFrame, SparkSession
 
 from assets.lending.core import LEDGER_AUDITS, interest_accruals, ledger_entries_frame
@@ -33,7 +34,6 @@ def journal_frame(
     refunds: Iterable[Mapping[str, Any]] = (),
     charge_offs: Iterable[Mapping[str, Any]] = (),
     recoveries: Iterable[Mapping[str, Any]] = (),
-    schedule: Iterable[Mapping[str, Any]] = (),
     book: Iterable[Mapping[str, Any]] = (),
     previous_book: Iterable[Mapping[str, Any]] = (),
 ) -> DataFrame:
@@ -44,7 +44,6 @@ def journal_frame(
         lf.refunds(spark, *refunds),
         lf.charge_offs(spark, *charge_offs),
         lf.recoveries(spark, *recoveries),
-        lf.schedule(spark, *schedule),
         lf.book(spark, *book, *previous_book),
     )
 
@@ -67,9 +66,22 @@ def cr(value: str) -> tuple[Decimal, Decimal]:
     return ZERO, Decimal(value)
 
 
-def open_loan(loan_id: int, day: date = MON, status: str = "current", **columns: Any) -> dict[str, Any]:
-    """Loan ``loan_id`` in the book of ``day``, with ``status``."""
-    return lf.book_row(loan_id, day, "300.00", origination_date=SAT, status=status, **columns)
+def open_loan(
+    loan_id: int,
+    day: date = MON,
+    status: str = "current",
+    schedule: Iterable[Mapping[str, Any]] = (),
+    **columns: Any,
+) -> dict[str, Any]:
+    """Loan ``loan_id`` in the book of ``day``, with ``status``, carrying the installments of ``schedule`` (rows of
+    core/repayment_schedule: the version in force on the day), nothing paid toward them."""
+    installments = [
+        lf.carried_installment(r["installment_number"], r["due_date"], r["installment"], r["interest"], "0.00")
+        for r in schedule
+    ]
+    return lf.book_row(
+        loan_id, day, "300.00", origination_date=SAT, status=status, installments=installments, **columns
+    )
 
 
 def test_an_origination_debits_loans_receivable_and_credits_merchant_payable_with_the_principal(
@@ -127,8 +139,7 @@ def test_a_recovery_debits_cash_and_credits_recovery_income(spark: SparkSession)
 def test_interest_falling_due_debits_interest_receivable_and_credits_interest_income(spark: SparkSession) -> None:
     assert journal(
         spark,
-        schedule=[lf.installment(1, 1, SAT, "100.00", "3.00", effective=FRI)],
-        book=[open_loan(1)],
+        book=[open_loan(1, schedule=[lf.installment(1, 1, SAT, "100.00", "3.00", effective=FRI)])],
     ) == [
         ("accr-1-1", "interest_accrual", SAT, 1, "interest_income", *cr("3.00")),
         ("accr-1-1", "interest_accrual", SAT, 1, "interest_receivable", *dr("3.00")),
@@ -143,11 +154,10 @@ def test_every_entry_balances_and_the_days_journal_passes_the_ledger_audits(spar
         refunds=[lf.refund(21, 2, MON, "50.00")],
         charge_offs=[lf.charge_off(3, MON, "280.00", "7.35")],
         recoveries=[lf.recovery(31, 4, MON, "12.34")],
-        schedule=[
-            lf.installment(1, 1, MON, "100.00", "3.00", effective=FRI),
-            lf.installment(2, 1, SAT, "150.00", "4.56", effective=FRI),
+        book=[
+            open_loan(1, status="delinquent", schedule=[lf.installment(1, 1, MON, "100.00", "3.00", effective=FRI)]),
+            open_loan(2, schedule=[lf.installment(2, 1, SAT, "150.00", "4.56", effective=FRI)]),
         ],
-        book=[open_loan(1, status="delinquent"), open_loan(2)],
     )
     totals: dict[str, list[Decimal]] = {}
     for row in entries.collect():
@@ -202,14 +212,11 @@ def test_the_ledger_audits_fail_a_journal_entry_off_by_a_cent(spark: SparkSessio
 def accrued(
     spark: SparkSession,
     days: list[date],
-    schedule: list[dict[str, Any]],
     book: list[dict[str, Any]],
     previous_book: list[dict[str, Any]] = (),  # type: ignore[assignment]
 ) -> list[tuple[Any, ...]]:
     keys = [d.isoformat() for d in days]
-    frame = interest_accruals(
-        spark, keys, lf.schedule(spark, *schedule), lf.book(spark, *book), lf.book(spark, *previous_book)
-    )
+    frame = interest_accruals(spark, keys, lf.book(spark, *book), lf.book(spark, *previous_book))
     return sorted(
         (r[PARTITION], r["loan_id"], r["installment_number"], r["due_date"], r["interest"]) for r in frame.collect()
     )
@@ -241,7 +248,7 @@ def test_interest_accrues_for_the_installments_falling_due_since_the_previous_bu
 ) -> None:
     # Installments fall due every day from a week before to two days after.
     schedule = due_daily(1, date.fromordinal(day.toordinal() - 7), date.fromordinal(day.toordinal() + 2))
-    accruals = accrued(spark, [day], schedule, [open_loan(1, day)])
+    accruals = accrued(spark, [day], [open_loan(1, day, schedule=schedule)])
     assert [(due, accrued_on) for accrued_on, _, _, due, _ in accruals] == [(d, day) for d in window]
     by_due = {row["due_date"]: (row["installment_number"], row["interest"]) for row in schedule}
     assert [(number, interest) for _, _, number, _, interest in accruals] == [by_due[d] for d in window]
@@ -249,31 +256,35 @@ def test_interest_accrues_for_the_installments_falling_due_since_the_previous_bu
 
 def test_interest_accrues_only_for_loans_open_when_the_day_began(spark: SparkSession) -> None:
     statuses = {1: "current", 2: "delinquent", 3: "paid_off", 4: "cancelled", 5: "charged_off"}
-    schedule = [lf.installment(i, 1, MON, "100.00", "3.00", effective=FRI) for i in (*statuses, 6, 7, 8)]
-    book = [open_loan(loan_id, status=status) for loan_id, status in statuses.items()]  # loan 6: not in the book
-    friday = [open_loan(loan_id, day=FRI, status=status) for loan_id, status in statuses.items()]
+
+    def due_monday(loan_id: int) -> list[dict[str, Any]]:
+        return [lf.installment(loan_id, 1, MON, "100.00", "3.00", effective=FRI)]
+
+    book = [open_loan(i, status=status, schedule=due_monday(i)) for i, status in statuses.items()]  # not loan 6
+    friday = [open_loan(i, day=FRI, status=status, schedule=due_monday(i)) for i, status in statuses.items()]
     # Loan 7 was current on Friday and is paid off on Monday; loan 8 was charged off during Monday.
-    book += [open_loan(7, status="paid_off"), open_loan(8, status="charged_off")]
+    book += [open_loan(7, status="paid_off", schedule=due_monday(7)), open_loan(8, status="charged_off")]
     friday += [open_loan(7, day=FRI), open_loan(8, day=FRI, status="delinquent")]
-    assert accrued(spark, [MON], schedule, book, friday) == [
+    assert accrued(spark, [MON], book, friday) == [
         (MON, 1, 1, MON, Decimal("3.00")),
         (MON, 2, 1, MON, Decimal("3.00")),
         (MON, 7, 1, MON, Decimal("3.00")),
     ]
 
 
-def test_interest_accrues_under_the_schedule_version_in_force_on_each_day_of_the_step(spark: SparkSession) -> None:
-    versions = [(1, FRI, "3.00", "2.00"), (2, MON, "2.50", "1.50"), (3, TUE, "2.40", "1.40")]
-    schedule = [
-        row
-        for version, effective, first, second in versions
-        for row in (
-            lf.installment(1, 1, MON, "100.00", first, version=version, effective=effective),
-            lf.installment(1, 2, TUE, "100.00", second, version=version, effective=effective),
-        )
+def test_interest_accrues_under_the_schedule_version_each_days_book_carries(spark: SparkSession) -> None:
+    def version(number: int, effective: date, first: str, second: str) -> list[dict[str, Any]]:
+        return [
+            lf.installment(1, 1, MON, "100.00", first, version=number, effective=effective),
+            lf.installment(1, 2, TUE, "100.00", second, version=number, effective=effective),
+        ]
+
+    # Monday's book carries version 2 (version 3 is not in force yet), Tuesday's version 3.
+    book = [
+        open_loan(1, MON, schedule=version(2, MON, "2.50", "1.50")),
+        open_loan(1, TUE, schedule=version(3, TUE, "2.40", "1.40")),
     ]
-    # Monday accrues installment 1 under version 2 (version 3 is not in force yet); Tuesday installment 2 under 3.
-    assert accrued(spark, [MON, TUE], schedule, [open_loan(1, MON), open_loan(1, TUE)]) == [
+    assert accrued(spark, [MON, TUE], book) == [
         (MON, 1, 1, MON, Decimal("2.50")),
         (TUE, 1, 2, TUE, Decimal("1.40")),
     ]
@@ -285,11 +296,25 @@ def test_the_last_installment_paid_on_its_due_date_accrues_its_interest_before_t
     lines = journal(
         spark,
         payments=[lf.payment(13, 1, MON, 3, "100.00", "1.00", due=MON)],
-        schedule=[lf.installment(1, 3, MON, "100.00", "1.00", effective=FRI)],
-        book=[open_loan(1, status="paid_off", repaid="300.00", interest_paid="6.00")],
+        book=[
+            open_loan(
+                1,
+                status="paid_off",
+                schedule=[lf.installment(1, 3, MON, "100.00", "1.00", effective=FRI)],
+                repaid="300.00",
+                interest_paid="6.00",
+            )
+        ],
         previous_book=[open_loan(1, day=FRI, repaid="200.00", interest_paid="5.00")],
     )
     receivable = [(debit, credit) for _, _, _, _, account, debit, credit in lines if account == "interest_receivable"]
     income = [credit for _, _, _, _, account, _, credit in lines if account == "interest_income"]
     # The installment's 1.00 of interest is income, and the payment settles a receivable that was accrued.
     assert (sum(income, ZERO), sum(d - c for d, c in receivable)) == (Decimal("1.00"), ZERO)
+
+
+def test_a_book_without_carried_installments_fails_the_ledger_naming_the_loan(spark: SparkSession) -> None:
+    # A book written before the book carried installments: its interest accruals are unknown, not zero.
+    old_row = lf.book_row(1, MON, "300.00", origination_date=SAT)
+    with pytest.raises(PySparkException, match="core/ledger_entries: loan 1 on 2023-04-17: the day's book has no"):
+        accrued(spark, [MON], [old_row])

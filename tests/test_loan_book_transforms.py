@@ -52,9 +52,28 @@ def loan_1_schedule(version: int = 1, effective: date = ORIGINATED) -> list[dict
     ]
 
 
-def loan_1_book(day: date, **columns: Any) -> dict[str, Any]:
-    """Loan 1's row in the book of ``day`` (by default: nothing paid yet)."""
-    return lf.book_row(1, day, "300.00", origination_date=ORIGINATED, **columns)
+def loan_1_book(
+    day: date,
+    *,
+    paid: Mapping[int, str] | None = None,
+    schedule: list[dict[str, Any]] | None = None,
+    **columns: Any,
+) -> dict[str, Any]:
+    """Loan 1's row in the book of ``day`` (by default: nothing paid yet), carrying its schedule (version 1 of
+    ``loan_1_schedule`` unless given) and what was ``paid`` toward each installment number."""
+    installments = [
+        lf.carried_installment(
+            r["installment_number"],
+            r["due_date"],
+            r["installment"],
+            r["interest"],
+            (paid or {}).get(r["installment_number"], "0.00"),
+        )
+        for r in (schedule or loan_1_schedule())
+    ]
+    return lf.book_row(
+        1, day, "300.00", origination_date=ORIGINATED, schedule_version=1, installments=installments, **columns
+    )
 
 
 def run_book(
@@ -93,7 +112,7 @@ def picked(row: Row, like: Mapping[str, Any]) -> dict[str, Any]:
 
 def test_a_loan_originated_today_has_its_whole_principal_outstanding_and_is_current(spark: SparkSession) -> None:
     (row,) = book_rows(spark, [ORIGINATED], new_loans=[lf.loan(1, ORIGINATED, "300.00")], schedule=loan_1_schedule())
-    assert row.asDict() == {
+    assert row.asDict(recursive=True) == {
         PARTITION: ORIGINATED,
         "loan_id": 1,
         "origination_date": ORIGINATED,
@@ -116,6 +135,13 @@ def test_a_loan_originated_today_has_its_whole_principal_outstanding_and_is_curr
         "status": "current",
         "ever_30_plus": False,
         "ever_60_plus": False,
+        # What the next day starts from: the schedule that landed with the loan, nothing paid yet.
+        "schedule_version": 1,
+        "installments": [
+            lf.carried_installment(1, DUE_1, "103.00", "3.00", "0.00"),
+            lf.carried_installment(2, DUE_2, "102.00", "2.00", "0.00"),
+            lf.carried_installment(3, DUE_3, "101.00", "1.00", "0.00"),
+        ],
     }
 
 
@@ -127,7 +153,6 @@ def test_a_partial_payment_reduces_outstanding_and_leaves_the_installment_past_d
         spark,
         [MON],
         payments=[lf.payment(11, 1, MON, 1, "47.00", "3.00", paid_on=date(2023, 4, 15), due=DUE_1)],
-        schedule=loan_1_schedule(),
         previous=[loan_1_book(FRI, days_past_due=11, dpd_bucket="1-29", status="delinquent")],
     )
     want = expected(
@@ -152,7 +177,6 @@ def test_an_installment_paid_in_two_payments_across_days_becomes_current_when_th
             lf.payment(11, 1, MON, 1, "47.00", "3.00", due=DUE_1),
             lf.payment(12, 1, TUE, 1, "53.00", due=DUE_1),
         ],
-        schedule=loan_1_schedule(),
         previous=[loan_1_book(FRI, days_past_due=11, dpd_bucket="1-29", status="delinquent")],
     )
     assert picked(monday, {"outstanding_principal": 0, "days_past_due": 0, "status": 0}) == expected(
@@ -175,7 +199,6 @@ def test_an_installment_is_due_on_its_due_date_and_past_due_from_the_day_after(s
     rows = book_rows(
         spark,
         [date(2023, 3, 31), DUE_1, date(2023, 4, 4)],
-        schedule=loan_1_schedule(),
         previous=[loan_1_book(thursday)],
     )
     # Before the due date nothing is owed; on it the interest is due but the loan is not late yet; a day later it is.
@@ -191,7 +214,6 @@ def test_a_payment_made_before_the_due_date_pays_the_installment_in_advance(spar
         spark,
         [date(2023, 3, 31), DUE_1, date(2023, 4, 4)],
         payments=[lf.payment(11, 1, date(2023, 3, 31), 1, "100.00", "3.00", due=DUE_1)],
-        schedule=loan_1_schedule(),
         previous=[loan_1_book(date(2023, 3, 30))],
     )
     assert [(r["outstanding_principal"], r["accrued_interest"], r["days_past_due"], r["status"]) for r in rows] == [
@@ -208,7 +230,6 @@ def test_a_payment_of_a_later_drop_counts_neither_for_balances_nor_for_days_past
         spark,
         [MON, TUE],
         payments=[lf.payment(11, 1, TUE, 1, "100.00", "3.00", due=DUE_1)],
-        schedule=loan_1_schedule(),
         previous=[loan_1_book(FRI, days_past_due=11, dpd_bucket="1-29", status="delinquent")],
     )
     columns = {"principal_repaid": 0, "interest_paid": 0, "days_past_due": 0, "status": 0}
@@ -227,11 +248,10 @@ def test_days_past_due_count_from_the_oldest_installment_not_fully_paid_and_accr
     (row,) = book_rows(
         spark,
         [date(2023, 5, 8)],
-        payments=[lf.payment(11, 1, MON, 1, "100.00", "3.00", due=DUE_1)],
-        schedule=loan_1_schedule(),
         previous=[
             loan_1_book(
                 date(2023, 5, 5),
+                paid={1: "103.00"},
                 repaid="100.00",
                 interest_paid="3.00",
                 accrued_interest="2.00",
@@ -253,22 +273,29 @@ def test_days_past_due_count_from_the_oldest_installment_not_fully_paid_and_accr
 
 
 def test_a_rescheduled_loan_is_past_due_under_the_schedule_version_in_force_on_the_day(spark: SparkSession) -> None:
-    # Version 2, announced in Monday's drop, takes effect on Tuesday and lowers installment 1 to the 50.00 paid.
+    # Version 2, in Tuesday's drop, lowers installment 1 to the 50.00 paid on Monday (the book carries version 1).
     version_2 = [
-        lf.installment(1, 1, DUE_1, "47.00", "3.00", version=2, effective=TUE, announced=MON),
-        lf.installment(1, 2, DUE_2, "126.50", "2.00", version=2, effective=TUE, announced=MON),
-        lf.installment(1, 3, DUE_3, "126.50", "1.00", version=2, effective=TUE, announced=MON),
+        lf.installment(1, 1, DUE_1, "47.00", "3.00", version=2, effective=TUE),
+        lf.installment(1, 2, DUE_2, "126.50", "2.00", version=2, effective=TUE),
+        lf.installment(1, 3, DUE_3, "126.50", "1.00", version=2, effective=TUE),
     ]
     monday, tuesday = book_rows(
         spark,
         [MON, TUE],
         payments=[lf.payment(11, 1, MON, 1, "47.00", "3.00", due=DUE_1)],
-        schedule=[*loan_1_schedule(), *version_2],
+        schedule=version_2,
         previous=[loan_1_book(FRI, days_past_due=11, dpd_bucket="1-29", status="delinquent")],
     )
     columns = {"days_past_due": 0, "dpd_bucket": 0, "status": 0}
     assert picked(monday, columns) == {"days_past_due": 14, "dpd_bucket": "1-29", "status": "delinquent"}
     assert picked(tuesday, columns) == {"days_past_due": 0, "dpd_bucket": "current", "status": "current"}
+    # Tuesday carries version 2, and the 50.00 paid on Monday toward installment 1 stays paid under it.
+    assert tuesday["schedule_version"] == 2
+    assert [r.asDict() for r in tuesday["installments"]] == [
+        lf.carried_installment(1, DUE_1, "50.00", "3.00", "50.00"),
+        lf.carried_installment(2, DUE_2, "128.50", "2.00", "0.00"),
+        lf.carried_installment(3, DUE_3, "127.50", "1.00", "0.00"),
+    ]
 
 
 def test_a_refund_of_the_whole_principal_cancels_the_loan_with_no_days_past_due(spark: SparkSession) -> None:
@@ -276,7 +303,6 @@ def test_a_refund_of_the_whole_principal_cancels_the_loan_with_no_days_past_due(
         spark,
         [MON],
         refunds=[lf.refund(21, 1, MON, "300.00")],
-        schedule=loan_1_schedule(),
         previous=[loan_1_book(FRI, accrued_interest="3.00", days_past_due=11, dpd_bucket="1-29", status="delinquent")],
     )
     want = expected(
@@ -295,7 +321,6 @@ def test_a_partial_refund_reduces_outstanding_and_leaves_the_loan_open(spark: Sp
         spark,
         [MON],
         refunds=[lf.refund(21, 1, MON, "120.50")],
-        schedule=loan_1_schedule(),
         previous=[loan_1_book(FRI, days_past_due=11, dpd_bucket="1-29", status="delinquent")],
     )
     want = expected(principal_refunded="120.50", outstanding_principal="179.50", days_past_due=14, status="delinquent")
@@ -308,7 +333,6 @@ def test_a_charge_off_leaves_no_outstanding_principal_and_no_accrued_interest(sp
         spark,
         [charge_off_day],
         charge_offs=[lf.charge_off(1, charge_off_day, "300.00", "6.00")],
-        schedule=loan_1_schedule(),
         previous=[
             loan_1_book(
                 date(2023, 7, 31),
@@ -344,11 +368,10 @@ def test_a_past_due_loan_with_nothing_due_or_paid_is_a_calendar_day_more_past_du
     rows = book_rows(
         spark,
         [wednesday, thursday],
-        payments=[lf.payment(11, 1, MON, 1, "100.00", "3.00", due=DUE_1)],
-        schedule=loan_1_schedule(),
         previous=[
             loan_1_book(
                 monday,
+                paid={1: "103.00"},
                 repaid="100.00",
                 interest_paid="3.00",
                 accrued_interest="3.00",
@@ -370,14 +393,12 @@ def test_a_loan_paid_off_early_has_its_final_row_that_day_and_leaves_the_book_as
     spark: SparkSession,
 ) -> None:
     thursday, friday = date(2023, 4, 27), date(2023, 4, 28)
-    first = lf.payment(11, 1, DUE_1, 1, "100.00", "3.00", due=DUE_1)
     payoff = lf.payment(12, 1, friday, 2, "200.00", "2.00", due=DUE_2)
     rows = book_rows(
         spark,
         [friday, DUE_2, DUE_2 + timedelta(days=1)],
-        payments=[first, payoff],
-        schedule=loan_1_schedule(),
-        previous=[loan_1_book(thursday, repaid="100.00", interest_paid="3.00")],
+        payments=[payoff],
+        previous=[loan_1_book(thursday, paid={1: "103.00"}, repaid="100.00", interest_paid="3.00")],
     )
     assert [(r[PARTITION], r["status"], r["outstanding_principal"], r["accrued_interest"]) for r in rows] == [
         (friday, "paid_off", Decimal("0.00"), Decimal("0.00"))
@@ -390,7 +411,6 @@ def test_a_closed_loan_in_the_previous_book_is_not_carried(spark: SparkSession) 
     rows = book_rows(
         spark,
         [MON],
-        schedule=loan_1_schedule(),
         previous=[loan_1_book(FRI, days_past_due=11, dpd_bucket="1-29", status="delinquent"), paid_off],
     )
     assert [r["loan_id"] for r in rows] == [1]
@@ -412,7 +432,6 @@ def test_a_refund_for_a_loan_that_left_the_book_fails_the_step_naming_the_loan_a
             days,
             payments=[payoff],
             refunds=[late_refund],
-            schedule=loan_1_schedule(),
             previous=[previous],
         )
 
@@ -421,13 +440,10 @@ def test_the_last_installment_paid_pays_the_loan_off(spark: SparkSession) -> Non
     (row,) = book_rows(
         spark,
         [DUE_3],
-        payments=[
-            lf.payment(11, 1, MON, 1, "100.00", "3.00", due=DUE_1),
-            lf.payment(12, 1, DUE_2, 2, "100.00", "2.00", due=DUE_2),
-            lf.payment(13, 1, DUE_3, 3, "100.00", "1.00", due=DUE_3),
+        payments=[lf.payment(13, 1, DUE_3, 3, "100.00", "1.00", due=DUE_3)],
+        previous=[
+            loan_1_book(date(2023, 5, 31), paid={1: "103.00", 2: "102.00"}, repaid="200.00", interest_paid="5.00")
         ],
-        schedule=loan_1_schedule(),
-        previous=[loan_1_book(date(2023, 5, 31), repaid="200.00", interest_paid="5.00")],
     )
     want = expected(
         principal_repaid="300.00",
@@ -446,7 +462,6 @@ def test_a_reversed_payment_counts_neither_for_balances_nor_for_days_past_due(sp
         spark,
         [MON],
         payments=[lf.payment(11, 1, MON, 1, "100.00", "3.00", due=DUE_1, reversed_=True)],
-        schedule=loan_1_schedule(),
         previous=[loan_1_book(FRI, accrued_interest="3.00", days_past_due=11, dpd_bucket="1-29", status="delinquent")],
     )
     want = expected(
@@ -481,10 +496,6 @@ def test_days_past_due_buckets_turn_at_1_30_60_90_and_120_days(spark: SparkSessi
     rows = book_rows(
         spark,
         [day],
-        schedule=[
-            lf.installment(loan_id, 1, day - timedelta(days=dpd), "100.00", "0.00", effective=ORIGINATED)
-            for loan_id, (dpd, *_) in zip(loan_ids, BUCKET_BOUNDARIES, strict=True)
-        ],
         # Each loan's row of the day before, as the book computed it then (one day less past due).
         previous=[
             lf.book_row(
@@ -492,6 +503,8 @@ def test_days_past_due_buckets_turn_at_1_30_60_90_and_120_days(spark: SparkSessi
                 before,
                 "100.00",
                 origination_date=ORIGINATED,
+                schedule_version=1,
+                installments=[lf.carried_installment(1, day - timedelta(days=dpd), "100.00", "0.00", "0.00")],
                 days_past_due=max(dpd - 1, 0),
                 status="delinquent" if dpd > 1 else "current",
                 ever_30_plus=dpd - 1 >= 30,
@@ -513,7 +526,6 @@ def test_ever_30_plus_stays_true_after_the_loan_cures(spark: SparkSession) -> No
             lf.payment(11, 1, date(2023, 5, 8), 1, "100.00", "3.00", due=DUE_1),
             lf.payment(12, 1, date(2023, 5, 8), 2, "100.00", "2.00", due=DUE_2),
         ],
-        schedule=loan_1_schedule(),
         previous=[
             loan_1_book(
                 date(2023, 5, 5),
@@ -545,8 +557,13 @@ def test_the_day_after_a_bank_holiday_chains_from_the_business_day_before_it(spa
         spark,
         [wednesday],
         payments=[lf.payment(11, 1, wednesday, 1, "47.00", "3.00", paid_on=holiday, due=monday)],
-        schedule=[lf.installment(1, 1, monday, "100.00", "3.00", effective=ORIGINATED)],
-        previous=[loan_1_book(monday, accrued_interest="3.00")],
+        previous=[
+            loan_1_book(
+                monday,
+                schedule=[lf.installment(1, 1, monday, "100.00", "3.00", effective=ORIGINATED)],
+                accrued_interest="3.00",
+            )
+        ],
     )
     want = expected(principal_repaid="47.00", outstanding_principal="253.00", days_past_due=2, status="delinquent")
     assert picked(row, want) == want
@@ -566,7 +583,10 @@ def test_a_two_day_step_gives_the_same_book_as_two_one_day_steps_chained(spark: 
         lf.installment(2, 1, date(2023, 5, 15), "450.00", "4.50", effective=date(2023, 4, 15), announced=MON),
         lf.installment(3, 1, date(2023, 5, 18), "80.00", "0.80", effective=TUE),
     ]
-    previous = [loan_1_book(FRI, repaid="10.00", days_past_due=11, dpd_bucket="1-29", status="delinquent")]
+    # Friday's book carries payment 10 (paid toward installment 1): a range never reads a drop before its first day.
+    previous = [
+        loan_1_book(FRI, paid={1: "10.00"}, repaid="10.00", days_past_due=11, dpd_bucket="1-29", status="delinquent")
+    ]
 
     def on(day: date, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         return [r for r in rows if r[PARTITION] == day]
@@ -608,6 +628,56 @@ def test_a_two_day_step_gives_the_same_book_as_two_one_day_steps_chained(spark: 
         (2, Decimal("300.00"), "current"),
         (3, Decimal("80.00"), "current"),
     ]
+
+
+def test_a_drop_before_the_range_is_never_read_again_the_previous_book_carries_it(spark: SparkSession) -> None:
+    # Friday's payment is in Friday's book already (installment 1 paid): given to Monday's run again, it changes
+    # nothing; taken out of the carried installments, installment 1 is unpaid again.
+    friday_payment = lf.payment(10, 1, FRI, 1, "100.00", "3.00", due=DUE_1)
+    carried = loan_1_book(FRI, paid={1: "103.00"}, repaid="100.00", interest_paid="3.00")
+    (row,) = book_rows(spark, [MON], payments=[friday_payment], previous=[carried])
+    assert picked(row, {"principal_repaid": 0, "days_past_due": 0}) == expected(
+        principal_repaid="100.00", days_past_due=0
+    )
+    forgotten = loan_1_book(FRI, repaid="100.00", interest_paid="3.00")
+    (row,) = book_rows(spark, [MON], payments=[friday_payment], previous=[forgotten])
+    assert picked(row, {"principal_repaid": 0, "days_past_due": 0}) == expected(
+        principal_repaid="100.00", days_past_due=14
+    )
+
+
+def test_a_later_row_of_the_version_in_force_replaces_that_installment_and_keeps_what_was_paid(
+    spark: SparkSession,
+) -> None:
+    # Version 1 is carried with 60.00 paid toward installment 2. Monday's drop moves installment 2 to 2023-05-15,
+    # Tuesday's to 2023-05-22: each day takes the latest row landed by it; installments 1 and 3 stay as carried.
+    moved = [
+        lf.installment(1, 2, date(2023, 5, 15), "100.00", "2.00", effective=MON),
+        lf.installment(1, 2, date(2023, 5, 22), "100.00", "2.00", effective=TUE),
+    ]
+    monday, tuesday = book_rows(
+        spark, [MON, TUE], schedule=moved, previous=[loan_1_book(FRI, paid={1: "103.00", 2: "60.00"})]
+    )
+    assert [(r.installment_number, r.due_date, r.paid) for r in monday["installments"]] == [
+        (1, DUE_1, Decimal("103.00")),
+        (2, date(2023, 5, 15), Decimal("60.00")),
+        (3, DUE_3, Decimal("0.00")),
+    ]
+    assert [r.due_date for r in tuesday["installments"]] == [DUE_1, date(2023, 5, 22), DUE_3]
+    assert (monday["schedule_version"], tuesday["schedule_version"]) == (1, 1)
+
+
+def test_a_previous_book_without_carried_installments_fails_the_step_naming_the_loan(spark: SparkSession) -> None:
+    # A book written before the book carried installments: its days past due could not be continued.
+    old_row = lf.book_row(1, FRI, "300.00", origination_date=ORIGINATED, days_past_due=11, status="delinquent")
+    with pytest.raises(PySparkException, match="loan 1 on 2023-04-14: the previous day's book has no installments"):
+        book_rows(spark, [MON], previous=[old_row])
+
+
+def test_a_schedule_row_effective_after_its_drop_fails_the_step(spark: SparkSession) -> None:
+    future = lf.installment(1, 1, DUE_2, "300.00", "3.00", version=2, effective=TUE, announced=MON)
+    with pytest.raises(PySparkException, match="loan 1 on 2023-04-17: a schedule row effective, or a payment made"):
+        book_rows(spark, [MON], schedule=[future], previous=[loan_1_book(FRI)])
 
 
 # -- loans: the merchant's category as of the loan's day ------------------------------------------------------

@@ -16,7 +16,6 @@ import json
 import os
 import signal
 import time
-from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date
@@ -32,6 +31,7 @@ from dagster._core.storage.tags import (
     PARENT_RUN_ID_TAG,
 )
 from dagster_stack import DagsterStack, lending_resources, run_backfill_cli
+from lake_rows import table_rows
 from pyiceberg.table.refs import MAIN_BRANCH
 from pyiceberg.table.snapshots import ancestors_of
 from test_lake_crash_safety import local_path
@@ -287,12 +287,6 @@ def test_the_failure_alert_of_a_killed_run_names_its_step_the_signal_and_what_ha
         assert f"Runs > {kill.run_id} > Re-execute > From failure" in text, text
 
 
-def rows(lake: IcebergLakeResource, table: LakeTable) -> Counter[tuple[object, ...]]:
-    data = lake.read_arrow(table)
-    columns = sorted(data.column_names)
-    return Counter(zip(*(data[c].to_pylist() for c in columns), strict=True))
-
-
 def test_every_table_equals_a_clean_rebuild(recovery: Recovery, spark_resource: SparkResource, tmp_path: Path) -> None:
     stack = recovery.stack
     lake = IcebergLakeResource(data_dir=str(stack.data_dir))
@@ -308,9 +302,9 @@ def test_every_table_equals_a_clean_rebuild(recovery: Recovery, spark_resource: 
     )
     assert result.success
     for table in LAKE_TABLES:
-        assert rows(lake, table) == rows(rebuilt, table), f"{table.identifier} differs from a clean rebuild"
+        assert table_rows(lake, table) == table_rows(rebuilt, table), f"{table.identifier} differs from a clean rebuild"
     for kill in recovery.kills:
-        assert sum(rows(lake, kill.where.table).values()) > 0, f"{kill.where.table.identifier} is empty"
+        assert sum(table_rows(lake, kill.where.table).values()) > 0, f"{kill.where.table.identifier} is empty"
 
 
 def test_maintenance_removes_the_killed_runs_staged_files_and_keeps_the_data(
@@ -318,7 +312,7 @@ def test_maintenance_removes_the_killed_runs_staged_files_and_keeps_the_data(
 ) -> None:
     lake = IcebergLakeResource(data_dir=str(recovery.stack.data_dir))
     tables = [kill.where.table for kill in recovery.kills]
-    before = {t.identifier: rows(lake, t) for t in tables}
+    before = {t.identifier: table_rows(lake, t) for t in tables}
 
     def left_behind(table: LakeTable, run_id: str) -> tuple[list[str], list[Path]]:
         refs = [name for name in lake.load(table).metadata.refs if audit_branch_run_id(name) == run_id]
@@ -339,4 +333,4 @@ def test_maintenance_removes_the_killed_runs_staged_files_and_keeps_the_data(
 
     for kill in recovery.kills:
         assert left_behind(kill.where.table, kill.run_id) == ([], []), kill.run_id
-    assert {t.identifier: rows(lake, t) for t in tables} == before
+    assert {t.identifier: table_rows(lake, t) for t in tables} == before

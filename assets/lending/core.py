@@ -13,7 +13,7 @@ from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from assets.lending.contract import MAX_APR_BPS, MONEY_SQL, previous_business_day
-from assets.lending.loan_book import STATUS_AUDITS, loan_daily_status_frame, money_sum, zero_money
+from assets.lending.loan_book import STATUS_AUDITS, loan_daily_status_frame, money_sum, refusal, zero_money
 from assets.lending.tables import (
     CORE_APPLICATIONS,
     CORE_CHARGE_OFFS,
@@ -321,12 +321,13 @@ LOAN_DAILY_STATUS = core_dataset(
     CORE_LOAN_DAILY_STATUS,
     loan_daily_status_frame,
     [
+        # The days' drops only: the previous day's book carries each open loan's installments and what was paid.
         LakeInput(CORE_LOANS, name="new_loans"),
-        LakeInput(CORE_PAYMENTS, up_to_this_partition(), name="payments"),
+        LakeInput(CORE_PAYMENTS, name="payments"),
         LakeInput(CORE_REFUNDS, name="refunds"),
         LakeInput(CORE_CHARGE_OFFS, name="charge_offs"),
-        LakeInput(CORE_REPAYMENT_SCHEDULE, up_to_this_partition(), name="schedule"),
-        # Day-chained: balances carry from the previous business day's book, which must exist.
+        LakeInput(CORE_REPAYMENT_SCHEDULE, name="schedule"),
+        # Day-chained: balances and installments carry from the previous business day's book, which must exist.
         LakeInput(CORE_LOAN_DAILY_STATUS, previous(1), name="previous_book", required=True),
     ],
     STATUS_AUDITS,
@@ -411,7 +412,6 @@ def ledger_entries_frame(
     refunds: DataFrame,
     charge_offs: DataFrame,
     recoveries: DataFrame,
-    schedule: DataFrame,
     books: DataFrame,
 ) -> DataFrame:
     """The double-entry journal of the day's drop: originations, interest accrual, payments, refunds, charge-offs
@@ -419,7 +419,7 @@ def ledger_entries_frame(
     payments = payments.where(~F.col("reversed"))
     days = [date.fromisoformat(k) for k in step.partition_keys]
     book = books.where(F.col(PARTITION).isin(days))
-    accruals = interest_accruals(step.session, step.partition_keys, schedule, book, books)
+    accruals = interest_accruals(step.session, step.partition_keys, book, books)
     journal = [
         _posting(
             loans,
@@ -489,9 +489,8 @@ LEDGER_ENTRIES = core_dataset(
         LakeInput(CORE_REFUNDS, name="refunds"),
         LakeInput(CORE_CHARGE_OFFS, name="charge_offs"),
         LakeInput(CORE_RECOVERIES, name="recoveries"),
-        LakeInput(CORE_REPAYMENT_SCHEDULE, up_to_this_partition(), name="schedule"),
-        # The day's book, and the day before's: whether a loan was open when the day began (one paid off during the
-        # day still accrues the day's interest).
+        # The day's book (its loans' installments under the schedule version in force), and the day before's:
+        # whether a loan was open when the day began (one paid off during the day still accrues the day's interest).
         LakeInput(CORE_LOAN_DAILY_STATUS, last(2), name="books"),
     ],
     LEDGER_AUDITS,
@@ -499,9 +498,11 @@ LEDGER_ENTRIES = core_dataset(
 
 
 def interest_accruals(
-    session: SparkSession, keys: Sequence[str], schedule: DataFrame, book: DataFrame, previous_book: DataFrame
+    session: SparkSession, keys: Sequence[str], book: DataFrame, previous_book: DataFrame
 ) -> DataFrame:
-    """Scheduled interest falling due within each drop's window, for loans open when the window began.
+    """Scheduled interest falling due within each drop's window, for loans open when the window began: the
+    installments the day's book carries (the schedule version in force on the day), so the ledger, like the book,
+    reads no schedule history.
 
     Open when it began: open in the day's book (``book``), or paid off during the day after being open in the
     previous business day's book (found in ``previous_book`` by its date) or originated in the window. A last
@@ -519,7 +520,6 @@ def interest_accruals(
         ],
         f"{PARTITION} date, window_start date, previous_day date",
     )
-    schedule = schedule.drop(PARTITION)
     before = previous_book.select(
         F.col(PARTITION).alias("previous_day"), "loan_id", F.col("status").alias("previous_status")
     )
@@ -529,17 +529,16 @@ def interest_accruals(
         .join(before, ["previous_day", "loan_id"], "left")
         .where(F.col("status").isin(*OPEN_STATUSES) | ((F.col("status") == "paid_off") & was_open))
     )
-    in_force = (
-        open_loans.select(PARTITION, "loan_id")
-        .join(schedule, "loan_id")
-        .where(F.col("effective_date") <= F.col(PARTITION))
-    )
-    latest = in_force.groupBy(PARTITION, "loan_id").agg(F.max("schedule_version").alias("schedule_version"))
+    no_state = "the day's book has no installments for this loan: it was written before the book carried them"
+    # The refusal is inside the exploded value: a filter of its own would run after the one Spark infers from the
+    # explode (installments not null), and never see the rows it is for.
+    installments = F.coalesce("installments", refusal(no_state, "core/ledger_entries"))
     return (
-        in_force.join(latest, [PARTITION, "loan_id", "schedule_version"])
-        .join(F.broadcast(windows), PARTITION)
-        .where(F.col("due_date").between(F.col("window_start"), F.col(PARTITION)))
-        .select(PARTITION, "loan_id", "installment_number", "due_date", "interest")
+        open_loans.select(PARTITION, "loan_id", "window_start", F.explode(installments).alias("_installment"))
+        .where(F.col("_installment.due_date").between(F.col("window_start"), F.col(PARTITION)))
+        .select(
+            PARTITION, "loan_id", "_installment.installment_number", "_installment.due_date", "_installment.interest"
+        )
     )
 
 

@@ -1,22 +1,24 @@
 """The daily loan book (core/loan_daily_status), computed set-wise: every day of a run's range in one Spark plan.
 
-A run starts from the book of the business day before its range and computes each loan's row for each day of the
-range at once:
+A run starts from the book of the business day before its range and reads nothing older than its range's drops:
+each open loan's row carries what its next day needs (balances, flags, the schedule version in force and each of its
+installments with what was paid toward it). For each day of the range at once:
 - balances are running totals per loan over the range's days (window sums of the day's drops' events), added to
   the previous day's balances;
-- days past due come from the installments due by the day under the schedule version in force on the day, each
-  against what was paid toward it by the day; the oldest installment not fully paid sets them;
+- installments are the carried ones with the range's schedule rows and payments landed by the day (a higher version
+  replaces the schedule, payments stay with their installment number); days past due come from the oldest
+  installment due by the day and not fully paid;
 - ``ever_30_plus`` and ``ever_60_plus`` are running ORs over the range, started from the previous day's flags;
 - a loan leaves the book after its final row: the day it is paid off, cancelled or charged off. Its final row is
   kept in ``core/closed_loans`` for reporting (a cohort never shrinks), and a payment, refund or charge-off for it
   afterwards fails the step naming the loan (its balances are final; the old book let such an event turn the
   balances negative).
 
-So a run's cost is its open loans' rows and the schedules and payments read once, not once per day: a 23-day
-backfill chunk is one plan, where a day-by-day loop re-aggregated the history for every day (docs/benchmarks.md,
-"Loan book: set-wise against day by day": faster for ranges, still slower for one day). The rules of a day are the
-same whether the day is computed alone or inside a range (tests/test_loan_book_transforms.py proves a range equals
-its days chained); benchmarks/loan_book.py checks the book equals the earlier day-by-day one up to final rows.
+So a run's cost is its open loans' rows and its range's drops, whatever the history's length: a 23-day backfill
+chunk is one plan, and a day no longer re-reads every payment and schedule since the lender's first day
+(docs/benchmarks.md, "Loan book: this checkout against earlier revisions"). The rules of a day are the same whether
+the day is computed alone or inside a range (tests/test_loan_book_transforms.py proves a range equals its days
+chained); benchmarks/loan_book.py checks the book equals the earlier day-by-day and history-reading ones.
 """
 
 from collections.abc import Sequence
@@ -56,6 +58,8 @@ OUTPUT_COLUMNS = [
     "status",
     "accrued_interest",
     "dpd_bucket",
+    "schedule_version",
+    "installments",
     PARTITION,
 ]
 
@@ -88,8 +92,18 @@ def days_frame(session: SparkSession, keys: Sequence[str]) -> DataFrame:
 def _loans(previous_book: DataFrame, new_loans: DataFrame, first_day: date) -> DataFrame:
     """One row per loan that may be in the book during the range: the previous day's open loans from the first day,
     each new loan from the day its drop landed (``_from``); with the balances and flags it carries into the range."""
-    carried = previous_book.where(F.col("status").isin(*OPEN_STATUSES)).select(
-        *LOAN_ATTRIBUTES, *TO_DATE, "ever_30_plus", "ever_60_plus", F.lit(first_day).alias("_from")
+    carried = (
+        previous_book.where(F.col("status").isin(*OPEN_STATUSES))
+        .where(refuse(F.col("installments").isNull(), _NO_CARRIED_STATE))
+        .select(
+            *LOAN_ATTRIBUTES,
+            *TO_DATE,
+            "ever_30_plus",
+            "ever_60_plus",
+            "schedule_version",
+            "installments",
+            F.lit(first_day).alias("_from"),
+        )
     )
     new = new_loans.select(
         *LOAN_ATTRIBUTES,
@@ -97,6 +111,8 @@ def _loans(previous_book: DataFrame, new_loans: DataFrame, first_day: date) -> D
         *[zero_money().alias(c) for c in TO_DATE[1:]],
         F.lit(False).alias("ever_30_plus"),
         F.lit(False).alias("ever_60_plus"),
+        F.lit(None).cast("int").alias("schedule_version"),
+        F.lit(None).cast(INSTALLMENTS_SQL).alias("installments"),
         F.col(PARTITION).alias("_from"),
     )
     return carried.unionByName(new)
@@ -129,70 +145,160 @@ def _daily_increments(events: dict[str, DataFrame], days: DataFrame) -> DataFram
     return increments.groupBy("loan_id", PARTITION).agg(*[money_sum(c).alias(c) for c in TO_DATE[1:]])
 
 
-def _delinquency(book_days: DataFrame, payments: DataFrame, schedule: DataFrame) -> DataFrame:
-    """Per loan and day: the due date of the oldest installment not fully paid (null if none) and the interest
-    of every installment due, under the schedule version in force on the day.
+INSTALLMENTS_SQL = (
+    f"array<struct<installment_number:int,due_date:date,installment:{MONEY_SQL},interest:{MONEY_SQL},paid:{MONEY_SQL}>>"
+)
+_SCHEDULED = ["installment_number", "due_date", "installment", "interest"]
 
-    A schedule row counts from its effective date, once its drop has landed; a payment toward an installment from
-    its payment date, once its drop has landed (so a later drop's correction never changes an earlier day)."""
-    schedule = schedule.select(
-        "loan_id",
-        "schedule_version",
-        "installment_number",
-        "due_date",
-        "installment",
-        "interest",
-        F.greatest("effective_date", PARTITION).alias("_counts_from"),
-    )
-    # A version is in force from the day its first row counts until a higher version's does.
-    versions = schedule.groupBy("loan_id", "schedule_version").agg(F.min("_counts_from").alias("_counts_from"))
-    in_force = (
-        book_days.join(versions, "loan_id")
-        .where(F.col("_counts_from") <= F.col(PARTITION))
-        .groupBy("loan_id", PARTITION)
-        .agg(F.max("schedule_version").alias("schedule_version"))
-    )
-    due = (
-        in_force.join(schedule, ["loan_id", "schedule_version"])
-        .where((F.col("_counts_from") <= F.col(PARTITION)) & (F.col("due_date") <= F.col(PARTITION)))
-        .select("loan_id", PARTITION, "installment_number", "due_date", "installment", "interest")
-    )
-    paid = payments.groupBy(
-        F.col("loan_id").alias("_loan_id"),
-        F.col("installment_number").alias("_installment_number"),
-        F.greatest("payment_date", PARTITION).alias("_counts_from"),
-    ).agg(money_sum("amount").alias("_paid"))
-    paid_by_day = due.join(
-        paid,
-        (F.col("loan_id") == F.col("_loan_id"))
-        & (F.col("installment_number") == F.col("_installment_number"))
-        & (F.col("_counts_from") <= F.col(PARTITION)),
-        "left",
-    ).groupBy("loan_id", PARTITION, "installment_number", "due_date", "installment", "interest")
+
+def _schedule_rows(schedule: DataFrame, days: DataFrame) -> DataFrame:
+    """Per loan, one row: the range's repayment schedule rows, each with the day its drop landed (a row counts from
+    that day: the raw load keeps effective dates within their drop's window, and a day's state is carried whole)."""
     return (
-        paid_by_day.agg(money_sum("_paid").alias("paid"))
-        .withColumn("_short", F.col("installment") > F.coalesce("paid", zero_money()))
-        .groupBy("loan_id", PARTITION)
-        .agg(
-            F.min(F.when(F.col("_short"), F.col("due_date"))).alias("oldest_unpaid_due_date"),
-            money_sum("interest").alias("interest_due"),
+        schedule.join(F.broadcast(days), PARTITION, "left_semi")
+        .where(refuse(F.col("effective_date") > F.col(PARTITION), _EFFECTIVE_AFTER_DROP))
+        .groupBy("loan_id")
+        .agg(F.collect_list(F.struct(PARTITION, "schedule_version", *_SCHEDULED)).alias("_schedule_rows"))
+    )
+
+
+def _payment_rows(payments: DataFrame, days: DataFrame) -> DataFrame:
+    """Per loan, one row: what the range's drops paid toward each installment number, by day (a payment counts from
+    its drop's day: the raw load keeps payment dates within their drop's window)."""
+    return (
+        payments.join(F.broadcast(days), PARTITION, "left_semi")
+        .where(refuse(F.col("payment_date") > F.col(PARTITION), _EFFECTIVE_AFTER_DROP))
+        .groupBy("loan_id", PARTITION, "installment_number")
+        .agg(money_sum("amount").alias("amount"))
+        .groupBy("loan_id")
+        .agg(F.collect_list(F.struct(PARTITION, "installment_number", "amount")).alias("_payment_rows"))
+    )
+
+
+def _money_total(array: Column | str, field: str) -> Column:
+    return F.aggregate(array, zero_money(), lambda total, e: (total + e[field]).cast(MONEY_SQL))
+
+
+def _with_installments(book: DataFrame) -> DataFrame:
+    """Each loan-day's schedule version in force and its installments with what was paid toward each, as of the day:
+    the carried ones (``schedule_version``, ``installments``: the previous day's) with the range's schedule rows and
+    payments that landed by the day. Also ``_oldest_unpaid`` (the due date of the oldest installment due and not
+    fully paid) and ``_interest_due`` (the interest of every installment due).
+
+    A version is in force from the day its first row lands until a higher version's does; a row of the version in
+    force that lands later replaces the carried installment of its number. Payments count toward an installment
+    number whatever the version (a reschedule keeps what was paid). Each step is its own column so that Spark
+    evaluates it once per row (a collapsed projection would repeat it in every use)."""
+    day = F.col(PARTITION)
+    carried_version = F.coalesce(F.col("schedule_version"), F.lit(-1))
+    book = (
+        # In the order they landed (collect_list's order is the shuffle's): a later row of a number wins.
+        book.withColumn(
+            "_rows",
+            F.array_sort(F.filter(F.coalesce("_schedule_rows", F.array()), lambda r: r[PARTITION] <= day)),
+        )
+        .withColumn(
+            "_version", F.aggregate("_rows", carried_version, lambda v, r: F.greatest(v, r["schedule_version"]))
+        )
+        .withColumn("_carried", F.coalesce("installments", F.array()))
+        .withColumn(
+            "_latest",
+            F.transform(
+                F.filter("_rows", lambda r: r["schedule_version"] == F.col("_version")),
+                lambda r: F.struct(*[r[c].alias(c) for c in _SCHEDULED]),
+            ),
         )
     )
+    still_scheduled = F.filter(
+        "_carried",
+        lambda e: (
+            (F.col("_version") == carried_version)
+            & e["due_date"].isNotNull()
+            & ~F.exists("_latest", lambda r: r["installment_number"] == e["installment_number"])
+        ),
+    )
+    book = book.withColumn(
+        "_scheduled",
+        F.concat(F.transform(still_scheduled, lambda e: F.struct(*[e[c].alias(c) for c in _SCHEDULED])), "_latest"),
+    ).withColumn("_paid", F.filter(F.coalesce("_payment_rows", F.array()), lambda p: p[PARTITION] <= day))
+    numbers = F.array_sort(
+        F.array_distinct(
+            F.concat(
+                F.transform("_carried", lambda e: e["installment_number"]),
+                F.transform("_scheduled", lambda s: s["installment_number"]),
+                F.transform("_paid", lambda p: p["installment_number"]),
+            )
+        )
+    )
+    book = book.withColumn(
+        "_installments",
+        F.transform(
+            numbers,
+            lambda n: F.struct(
+                n.alias("installment_number"),
+                F.try_element_at(F.filter("_scheduled", lambda s: s["installment_number"] == n), F.lit(-1)).alias(
+                    "scheduled"
+                ),
+                (
+                    _money_total(F.filter("_carried", lambda e: e["installment_number"] == n), "paid")
+                    + _money_total(F.filter("_paid", lambda p: p["installment_number"] == n), "amount")
+                )
+                .cast(MONEY_SQL)
+                .alias("paid"),
+            ),
+        ),
+    )
+    book = book.withColumn(
+        "installments",
+        F.transform(
+            # An installment number neither in the version in force nor paid toward is not carried.
+            F.filter("_installments", lambda i: i["scheduled"].isNotNull() | (i["paid"] != 0)),
+            lambda i: F.struct(
+                i["installment_number"].alias("installment_number"),
+                i["scheduled"]["due_date"].alias("due_date"),
+                i["scheduled"]["installment"].alias("installment"),
+                i["scheduled"]["interest"].alias("interest"),
+                i["paid"].alias("paid"),
+            ),
+        ),
+    )
+    due = F.filter("installments", lambda e: e["due_date"] <= day)
+    return (
+        book.withColumn("schedule_version", F.when(F.col("_version") >= 0, F.col("_version")))
+        .withColumn(
+            "_oldest_unpaid",
+            F.array_min(F.transform(F.filter(due, lambda e: e["installment"] > e["paid"]), lambda e: e["due_date"])),
+        )
+        .withColumn("_interest_due", _money_total(due, "interest"))
+    )
 
 
-def _refuse(condition: Column, what: str) -> Column:
-    """A filter that keeps every row, and fails the step with ``what`` (naming the loan and day) on a row where
-    ``condition`` holds: evaluated inside the plan, so checking costs no extra pass over the book."""
+def refusal(what: str, dataset: str = "core/loan_daily_status") -> Column:
+    """An expression that fails the step with ``what``, naming the dataset and the row's loan and day."""
     message = F.concat(
-        F.lit("core/loan_daily_status: loan "),
+        F.lit(f"{dataset}: loan "),
         F.col("loan_id").cast("string"),
         F.lit(" on "),
         F.col(PARTITION).cast("string"),
         F.lit(f": {what}"),
     )
-    return F.when(condition, F.raise_error(message)).isNull()
+    return F.raise_error(message)
 
 
+def refuse(condition: Column, what: str, dataset: str = "core/loan_daily_status") -> Column:
+    """A filter that keeps every row, and fails the step with ``what`` (naming the dataset, loan and day) on a row
+    where ``condition`` holds: evaluated inside the plan, so checking costs no extra pass over the rows."""
+    return F.when(condition, refusal(what, dataset)).isNull()
+
+
+_EFFECTIVE_AFTER_DROP = (
+    "a schedule row effective, or a payment made, after the business day of its drop: core keeps only dates within "
+    "their drop's window (the raw load quarantines others), so the input breaks its contract"
+)
+_NO_CARRIED_STATE = (
+    "the previous day's book has no installments for this open loan: it was written before the book carried them. "
+    "Rebuild core/loan_daily_status from its first business day (batch-platform backfill core/loan_daily_status)."
+)
 _CLOSED_LOAN_EVENT = (
     "a payment, refund or charge-off for a loan that is not open (it closed earlier, or was never originated): a "
     "closed loan's balances are final. Correct the drop and restate the day, or record the money as a recovery."
@@ -219,39 +325,33 @@ def loan_daily_status_frame(
     previous_book: DataFrame,
 ) -> DataFrame:
     """Per loan per business day: balances, days past due, DPD bucket and status, for every day of the step at once
-    (``previous_book`` is the book of the business day before the step's first).
+    (``previous_book`` is the book of the business day before the step's first; every other input holds the step's
+    days only: what a day adds to the book is its own drop, whatever the history's length).
 
-    The plan shuffles the book once, one row per loan: each loan's increments and days-past-due inputs are gathered
-    into a map by day and joined on the loan alone, then the loan's rows for the range's days are made and the
-    running totals taken over them where they already are (joining loan-days on loan and day would shuffle the
-    loan-days again for each join)."""
+    The plan shuffles the book once, one row per loan: each loan's increments, schedule rows and payments are
+    gathered into one row per loan and joined on the loan alone, then the loan's rows for the range's days are made
+    and the running totals taken over them where they already are (joining loan-days on loan and day would shuffle
+    the loan-days again for each join)."""
     keys = sorted(step.partition_keys)
     days = days_frame(step.session, keys)
     payments = payments.where(~F.col("reversed"))
     loans = _loans(previous_book, new_loans, date.fromisoformat(keys[0]))
     events = {"payments": payments, "refunds": refunds, "charge_offs": charge_offs}
     increments = _by_day(_daily_increments(events, days), "_increments", TO_DATE[1:])
-    loan_days = loans.select("loan_id", "_from").join(F.broadcast(days), F.col(PARTITION) >= F.col("_from"))
-    delinquency = _by_day(
-        _delinquency(loan_days.drop("_from"), payments, schedule),
-        "_delinquency",
-        ["oldest_unpaid_due_date", "interest_due"],
-    )
     # An event for a loan not in the book (closed before the range) would vanish: such a loan fails the step.
     orphans = (
         increments.join(loans, "loan_id", "left_anti")
         .select("loan_id", F.explode(F.map_keys("_increments")).alias(PARTITION))
-        .where(_refuse(F.lit(True), _CLOSED_LOAN_EVENT))
+        .where(refuse(F.lit(True), _CLOSED_LOAN_EVENT))
     )
     book = (
         loans.join(increments, "loan_id", "left")
-        .join(delinquency, "loan_id", "left")
+        .join(_schedule_rows(schedule, days), "loan_id", "left")
+        .join(_payment_rows(payments, days), "loan_id", "left")
         .join(F.broadcast(days), F.col(PARTITION) >= F.col("_from"))
     )
-    on_day = {
-        "increment": F.element_at("_increments", F.col(PARTITION)),
-        "delinquency": F.element_at("_delinquency", F.col(PARTITION)),
-    }
+    book = _with_installments(book)
+    on_day = {"increment": F.element_at("_increments", F.col(PARTITION))}
     to_day = Window.partitionBy("loan_id").orderBy(PARTITION)
     up_to_day, before_day = (
         to_day.rowsBetween(Window.unboundedPreceding, 0),
@@ -270,8 +370,10 @@ def loan_daily_status_frame(
         "ever_30_plus",
         "ever_60_plus",
         on_day["increment"].isNotNull().alias("_event"),
-        on_day["delinquency"]["oldest_unpaid_due_date"].alias("_oldest_unpaid"),
-        on_day["delinquency"]["interest_due"].alias("_interest_due"),
+        "_oldest_unpaid",
+        "_interest_due",
+        "schedule_version",
+        "installments",
     )
     closed = F.col("status").isin("paid_off", "cancelled")
     book = (
@@ -301,7 +403,7 @@ def loan_daily_status_frame(
         .withColumn("ever_60_plus", F.col("ever_60_plus") | F.max(F.col("days_past_due") >= 60).over(up_to_day))
         # A loan leaves the book after its first closed row; an event for it after that fails the step.
         .withColumn("_left", F.coalesce(F.max(~F.col("status").isin(*OPEN_STATUSES)).over(before_day), F.lit(False)))
-        .where(_refuse(F.col("_left") & F.col("_event"), _CLOSED_LOAN_EVENT) & ~F.col("_left"))
+        .where(refuse(F.col("_left") & F.col("_event"), _CLOSED_LOAN_EVENT) & ~F.col("_left"))
     )
     book = book.select(*OUTPUT_COLUMNS)
     # The orphans' rows never get past their filter; the union only puts that filter into the plan.

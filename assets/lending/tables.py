@@ -252,13 +252,29 @@ LOAN_STATUSES = ("current", "delinquent", "charged_off", "paid_off", "cancelled"
 # A loan is open (accrues interest, counts in open balances) while its status is one of these.
 OPEN_STATUSES = ("current", "delinquent")
 
+# One installment of a loan as the book carries it (see CORE_LOAN_DAILY_STATUS.installments); due_date,
+# installment and interest are null for an installment number paid toward that the version in force does not have.
+# Every field nullable: Spark cannot cast to a struct with required fields (the book's transform always sets the
+# number and what was paid).
+INSTALLMENT_STATE = pa.struct(
+    [
+        _f("installment_number", pa.int32()),
+        _f("due_date", pa.date32()),
+        _f("installment", MONEY),
+        _f("interest", MONEY),
+        _f("paid", MONEY),
+    ]
+)
+
 CORE_LOAN_DAILY_STATUS = LakeTable(
     namespace="core",
     name="loan_daily_status",
     partition_column=PARTITION,
     description=(
         "Per open loan per business day: balances carried from the previous business day's partition, days past "
-        "due from the oldest installment not fully paid, and status; a loan's last row is the day it closes."
+        "due from the oldest installment not fully paid, and status; a loan's last row is the day it closes. Each "
+        "row also carries the loan's installments under the schedule version in force, with what was paid toward "
+        "each: the next day starts from them."
     ),
     schema=pa.schema(
         [
@@ -282,6 +298,12 @@ CORE_LOAN_DAILY_STATUS = LakeTable(
             _f("status", pa.string(), False),
             _f("ever_30_plus", pa.bool_(), False),
             _f("ever_60_plus", pa.bool_(), False),
+            # The state a day carries to the next, so that a day reads only its own drop: the schedule version in
+            # force and each installment of it, with what was paid toward it to date (also payments toward an
+            # installment number the version does not have: a later version may). Null in a book written before
+            # the book carried them.
+            _f("schedule_version", pa.int32()),
+            _f("installments", pa.list_(INSTALLMENT_STATE)),
         ]
     ),
 )
