@@ -9,6 +9,7 @@ is in the check's metadata).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -143,27 +144,36 @@ def write_audit_publish(
     and a passing step costs one catalog commit (auditing on a branch cost four: branch, write, publish, drop). Data
     that fails is committed to an audit branch instead, where an operator can read it (and publish it after review);
     maintenance drops such branches after their retention.
+
+    Where the step's time went is in the metadata: ``wap/stage_seconds`` (computing ``df`` and writing its files,
+    most of a step), ``wap/audit_seconds`` and ``wap/commit_seconds`` on the materialization, each audit's own
+    ``audit_seconds`` on its check.
     """
     keys = keys_of(context) or None
     lineage = Lineage.from_context(context, asset_key)
+    started = time.perf_counter()
     write_id, staged = lake.stage_spark(spark.session, table, df, partition_keys=keys, lineage=lineage)
     pause_point("staged", table.identifier)  # test-only: inert unless a test arms it
     files = lake.check_staged(table, staged, partition_keys=keys)
+    seconds = {"wap/stage_seconds": time.perf_counter() - started}
     pause_point("audit", table.identifier)
     audited = lake.read_staged(spark.session, table, files).cache()
+    outcomes: list[tuple[Audit, AuditOutcome, float]] = []
     try:
-        outcomes = [
-            (audit, audit.evaluate(audited, **{name: (inputs or {})[name] for name in audit.reads})) for audit in audits
-        ]
+        for audit in audits:
+            audit_started = time.perf_counter()
+            outcome = audit.evaluate(audited, **{name: (inputs or {})[name] for name in audit.reads})
+            outcomes.append((audit, outcome, time.perf_counter() - audit_started))
     finally:
         audited.unpersist()
-    blocking_failures = [f"{a.name} ({o.failing_rows} rows)" for a, o in outcomes if a.blocking and not o.passed]
+    seconds["wap/audit_seconds"] = sum(s for _, _, s in outcomes)
+    blocking_failures = [f"{a.name} ({o.failing_rows} rows)" for a, o, _ in outcomes if a.blocking and not o.passed]
     kept: dict[str, Any] = {}
     if blocking_failures:
         branch = lake.create_audit_branch(table, lineage)
         on_branch = lake.commit_files(table, write_id, files, partition_keys=keys, lineage=lineage, branch=branch)
         kept = {"audit_branch": branch, "branch_snapshot_id": on_branch.snapshot_id}
-    for audit, outcome in outcomes:
+    for audit, outcome, audit_seconds in outcomes:
         yield dg.AssetCheckResult(
             asset_key=table.asset_key,
             check_name=audit.name,
@@ -172,6 +182,7 @@ def write_audit_publish(
             metadata={
                 "failing_rows": outcome.failing_rows,
                 "failing_sample": dg.MetadataValue.json(outcome.sample),
+                "audit_seconds": round(audit_seconds, 3),
                 **({"audit_branch": kept["audit_branch"]} if kept else {}),
                 **outcome.metadata,
             },
@@ -184,6 +195,10 @@ def write_audit_publish(
             ),
             metadata=kept,
         )
+    commit_started = time.perf_counter()
     published = lake.commit_files(table, write_id, files, partition_keys=keys, lineage=lineage)
-    result = published.materialize_result(**{"iceberg/audited_rows": published.rows})
+    seconds["wap/commit_seconds"] = time.perf_counter() - commit_started
+    result = published.materialize_result(
+        **{"iceberg/audited_rows": published.rows}, **{k: round(v, 3) for k, v in seconds.items()}
+    )
     yield dg.MaterializeResult(asset_key=asset_key, metadata=result.metadata)

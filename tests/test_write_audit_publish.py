@@ -82,6 +82,20 @@ def test_audited_partition_is_published_to_main_and_its_branch_dropped(
     assert mat.metadata["iceberg/snapshot_id"].value == table.current_snapshot().snapshot_id  # type: ignore[union-attr]
 
 
+def test_a_published_step_reports_where_its_time_went_per_phase_and_per_audit(
+    lake: IcebergLakeResource, spark_resource: SparkResource, spark: SparkSession
+) -> None:
+    result = _run(lake, spark_resource, duplicate=False)
+    mat = result.asset_materializations_for_node("test__payments")[0]
+    phases = {k: mat.metadata[k].value for k in ("wap/stage_seconds", "wap/audit_seconds", "wap/commit_seconds")}
+    assert all(isinstance(v, float) and v > 0 for v in phases.values()), phases
+    per_audit = {e.check_name: e.metadata["audit_seconds"].value for e in result.get_asset_check_evaluations()}
+    assert set(per_audit) == {"unique_payment_id", "amount_positive"}
+    assert all(isinstance(v, float) and v > 0 for v in per_audit.values()), per_audit
+    # The phase's total is its audits' sum (each rounded to the millisecond).
+    assert abs(sum(per_audit.values()) - phases["wap/audit_seconds"]) < 0.01
+
+
 def test_a_passing_step_costs_one_catalog_commit_and_a_rerun_replaces_its_partition(
     lake: IcebergLakeResource, spark_resource: SparkResource, spark: SparkSession, monkeypatch: pytest.MonkeyPatch
 ) -> None:
