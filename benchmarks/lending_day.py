@@ -413,6 +413,9 @@ class StepTiming:
     error: str | None = None
     cpu_s: float | None = None
     segment_cpu_s: list[float | None] = field(default_factory=list)  # one per segments() entry
+    # Seconds the step measured itself (write-audit-publish's metadata): wap/stage_seconds, wap/audit_seconds,
+    # wap/commit_seconds, and "audit NAME" per audit.
+    phases: dict[str, float] = field(default_factory=dict)
 
     @property
     def seconds(self) -> float | None:
@@ -482,12 +485,18 @@ def step_timings(instance: dg.DagsterInstance, run_id: str, monitor: Monitor) ->
             asset = materialization.asset_key.to_user_string()
             step.rows[asset] = int(_value(materialization.metadata.get("dagster/row_count", 0)))
             published = "iceberg/audited_rows" in materialization.metadata
+            step.phases.update(
+                {k: float(_value(v)) for k, v in materialization.metadata.items() if k.startswith("wap/")}
+            )
             step.marks.append(Mark("publish" if published else f"write {asset}", record.timestamp))
         elif kind == dg.DagsterEventType.ASSET_CHECK_EVALUATION:
             evaluation = event.event_specific_data
             name = str(getattr(evaluation, "check_name", "check"))
             if not getattr(evaluation, "passed", True):
                 step.failed_checks.append(name)
+            audit_seconds = (getattr(evaluation, "metadata", None) or {}).get("audit_seconds")
+            if audit_seconds is not None:
+                step.phases[f"audit {name}"] = float(_value(audit_seconds))
             step.marks.append(Mark(f"audit {name}", record.timestamp))
     for step in steps.values():
         if step.start is not None and step.end is not None:

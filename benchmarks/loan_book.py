@@ -125,7 +125,9 @@ def _module_at(revision: str, path: str, name: str, source_edit: Callable[[str],
 def way_at(revision: str) -> Way:
     """The loan book of a git revision: its core module (and its own loan_book module, if it had one)."""
     has_loan_book = (
-        subprocess.run(["git", "cat-file", "-e", f"{revision}:assets/lending/loan_book.py"], check=False).returncode
+        subprocess.run(
+            ["git", "cat-file", "-e", f"{revision}:assets/lending/loan_book.py"], check=False, capture_output=True
+        ).returncode
         == 0
     )
     edit: Callable[[str], str] = str

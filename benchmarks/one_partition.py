@@ -1,6 +1,6 @@
 """Benchmark P1: one day of core/payments through ``dagster asset materialize``, against a bare PySpark job.
 
-    .venv/bin/python -m benchmarks.one_partition [--scale 110] [--date 2025-04-15] [--repeats 3]
+    .venv/bin/python -m benchmarks.one_partition [--scale 110] [--date 2025-04-15] [--repeats 3] [--scratch DIR]
 
 Setup (timed apart, not compared): the simulator writes the day's drop; ``raw_landing_drop`` loads it in-process;
 core/loans gets the loans the day's events name, one commit per earlier business day as the daily runs make them
@@ -17,9 +17,10 @@ Compared, alternating, each a fresh process as a scheduler or an operator starts
   business date. No Dagster, no Iceberg, no audits.
 
 Per run: wall seconds from process start to exit, CPU seconds of the process tree (sampled every 100 ms); for the
-platform, where its time went, from its run's events (process start to the step's start, the step cut at its events,
-the step's end to the process's exit). The bare job's output is checked to hold as many rows as the platform
-committed. Writes the ``one_partition`` section of docs/benchmarks.md unless ``--no-write``.
+platform, where its time went, from its run's events and the phases its step measured (process start to the
+step's start, staging, each audit, the commit, the rest of the step, the step's end to the process's exit). The
+bare job's output is checked to hold as many rows as the platform committed. Writes the ``one_partition`` section
+of docs/benchmarks.md unless ``--no-write``.
 """
 
 from __future__ import annotations
@@ -109,40 +110,48 @@ def _timed(command: list[str], env: dict[str, str]) -> tuple[float, float, float
 
 
 def platform_parts(start: float, end: float, step: StepTiming) -> list[tuple[str, float]]:
-    """The platform process's time: until its step started, the step's own cuts, and after it."""
+    """The platform process's time: until its step started, the step's phases as it measured them (its
+    write-audit-publish metadata), the rest of the step, and after it."""
     assert step.start is not None and step.end is not None
-    (first, seconds), *rest = step.segments()
+    phases = step.phases
+    audits = [(name, seconds) for name, seconds in phases.items() if name.startswith("audit ")]
+    measured = phases["wap/stage_seconds"] + phases["wap/audit_seconds"] + phases["wap/commit_seconds"]
     return [
         ("process start, code location load, run start", step.start - start),
-        # The step's first events come after its first audit: this cut also starts Spark, reads, transforms and
-        # stages the files.
-        (f"Spark start, read, transform, stage files, {first}", seconds),
-        *rest,
+        ("read, transform and stage the files (Spark)", phases["wap/stage_seconds"]),
+        *audits,
+        ("commit", phases["wap/commit_seconds"]),
+        ("rest of the step (Spark session, input planning, events)", step.end - step.start - measured),
         ("freshness check step, run end, process exit", end - step.end),
-    ]
+    ]  # fmt: skip
 
 
 def run(args: argparse.Namespace, scratch: Path, monitor: Monitor) -> Measured:
     config = SimulationConfig(seed=SEED, start=WORLD_START, scale=args.scale)
     landing, data_dir = scratch / "landing", scratch / "data"
-    print(f"generating {args.date} at scale {args.scale:g}", file=sys.stderr, flush=True)
-    generate(config, args.date, landing)
     lake = IcebergLakeResource(data_dir=str(data_dir))
-    print("writing the referenced core/loans history", file=sys.stderr, flush=True)
-    seed_history(lake, landing, config, args.date, full=False)
     key = args.date.isoformat()
-    raw_asset, _, _ = pipeline_assets()
-    setup_spark = SparkResource(spark_config={**LOCAL_SPARK_CONFIG, "spark.local.dir": str(scratch / "spark")})
-    loaded = run_assets(
-        "raw",
-        [raw_asset],
-        resources_for(setup_spark, lake, landing),
-        dg.DagsterInstance.ephemeral(),
-        monitor,
-        partition_key=key,
-    )
-    if not loaded.success:
-        raise SystemExit("loading raw failed")
+    set_up = scratch / f"set_up_{key}_{args.scale:g}"
+    if set_up.exists():
+        print(f"reusing the setup in {scratch}", file=sys.stderr, flush=True)
+    else:
+        print(f"generating {args.date} at scale {args.scale:g}", file=sys.stderr, flush=True)
+        generate(config, args.date, landing)
+        print("writing the referenced core/loans history", file=sys.stderr, flush=True)
+        seed_history(lake, landing, config, args.date, full=False)
+        raw_asset, _, _ = pipeline_assets()
+        setup_spark = SparkResource(spark_config={**LOCAL_SPARK_CONFIG, "spark.local.dir": str(scratch / "spark")})
+        loaded = run_assets(
+            "raw",
+            [raw_asset],
+            resources_for(setup_spark, lake, landing),
+            dg.DagsterInstance.ephemeral(),
+            monitor,
+            partition_key=key,
+        )
+        if not loaded.success:
+            raise SystemExit("loading raw failed")
+        set_up.touch()
     raw_files = [
         task.file.file_path
         for task in lake.load(RAW_PAYMENTS).scan(row_filter=iceberg_filter(RAW_PAYMENTS, [key])).plan_files()
@@ -151,6 +160,7 @@ def run(args: argparse.Namespace, scratch: Path, monitor: Monitor) -> Measured:
     file_list.write_text("\n".join(path.removeprefix("file://") for path in raw_files) + "\n")
     profile = get_profile(PAYMENTS.compute)  # the bare job gets the step's driver memory
     dagster_home = scratch / "dagster_home"
+    shutil.rmtree(dagster_home, ignore_errors=True)  # a reused setup's runs are not this run's
     dagster_home.mkdir()
     env = {
         **os.environ,
@@ -235,7 +245,8 @@ def section(measured: Measured, args: argparse.Namespace, env: str) -> str:
             "",
             f"Every run's wall seconds: {every}.",
             "",
-            "Where the platform's time went (medians; the step cut at its own events):",
+            "Where the platform's time went (medians; the step's phases as it measured them, in its "
+            "write-audit-publish metadata):",
             "",
             "| part | seconds |",
             "|:---|---:|",
@@ -254,6 +265,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
     parser.add_argument("--no-write", action="store_true", help="print the section only")
+    parser.add_argument(
+        "--scratch", type=Path, help="keep the setup (lake, drop) in this folder and reuse it when run again"
+    )
     return parser.parse_args(argv)
 
 
@@ -261,7 +275,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     warnings.filterwarnings("ignore", category=dg.BetaWarning)
     warnings.filterwarnings("ignore", category=dg.PreviewWarning)
-    scratch = Path(tempfile.mkdtemp(prefix="one_partition_bench_"))
+    scratch = args.scratch or Path(tempfile.mkdtemp(prefix="one_partition_bench_"))
+    scratch.mkdir(parents=True, exist_ok=True)
     monitor = Monitor()
     monitor.start()
     try:
@@ -269,7 +284,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         env = environment(["dagster", "pyspark", "pyiceberg"], "Spark local[*]")
     finally:
         monitor.stop()
-        shutil.rmtree(scratch, ignore_errors=True)
+        if args.scratch is None:
+            shutil.rmtree(scratch, ignore_errors=True)
     text = section(measured, args, env)
     print(text)
     if not args.no_write:
