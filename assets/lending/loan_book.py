@@ -187,8 +187,12 @@ def _with_installments(book: DataFrame) -> DataFrame:
 
     A version is in force from the day its first row lands until a higher version's does; a row of the version in
     force that lands later replaces the carried installment of its number. Payments count toward an installment
-    number whatever the version (a reschedule keeps what was paid). Each step is its own column so that Spark
-    evaluates it once per row (a collapsed projection would repeat it in every use)."""
+    number whatever the version (a reschedule keeps what was paid).
+
+    Spark evaluates these array functions row by row without generated code, so the cost is in how many lambda
+    calls a row makes: a loan-day with no schedule row and no payment by the day (most of them) keeps the carried
+    installments as they are, and only the others are merged (a lookup per installment number). Each step is its
+    own column so that Spark evaluates it once per row (a collapsed projection would repeat it in every use)."""
     day = F.col(PARTITION)
     carried_version = F.coalesce(F.col("schedule_version"), F.lit(-1))
     book = (
@@ -197,30 +201,32 @@ def _with_installments(book: DataFrame) -> DataFrame:
             "_rows",
             F.array_sort(F.filter(F.coalesce("_schedule_rows", F.array()), lambda r: r[PARTITION] <= day)),
         )
+        .withColumn("_paid", F.filter(F.coalesce("_payment_rows", F.array()), lambda p: p[PARTITION] <= day))
+        .withColumn("_carried", F.coalesce("installments", F.array()))
+        .withColumn("_changed", (F.size("_rows") > 0) | (F.size("_paid") > 0))
         .withColumn(
             "_version", F.aggregate("_rows", carried_version, lambda v, r: F.greatest(v, r["schedule_version"]))
         )
-        .withColumn("_carried", F.coalesce("installments", F.array()))
-        .withColumn(
-            "_latest",
-            F.transform(
-                F.filter("_rows", lambda r: r["schedule_version"] == F.col("_version")),
-                lambda r: F.struct(*[r[c].alias(c) for c in _SCHEDULED]),
-            ),
-        )
+    )
+    latest = F.transform(
+        F.filter("_rows", lambda r: r["schedule_version"] == F.col("_version")),
+        lambda r: F.struct(*[r[c].alias(c) for c in _SCHEDULED]),
     )
     still_scheduled = F.filter(
         "_carried",
         lambda e: (
             (F.col("_version") == carried_version)
             & e["due_date"].isNotNull()
-            & ~F.exists("_latest", lambda r: r["installment_number"] == e["installment_number"])
+            & ~F.exists(latest, lambda r: r["installment_number"] == e["installment_number"])
         ),
     )
     book = book.withColumn(
         "_scheduled",
-        F.concat(F.transform(still_scheduled, lambda e: F.struct(*[e[c].alias(c) for c in _SCHEDULED])), "_latest"),
-    ).withColumn("_paid", F.filter(F.coalesce("_payment_rows", F.array()), lambda p: p[PARTITION] <= day))
+        F.when(
+            F.col("_changed"),
+            F.concat(F.transform(still_scheduled, lambda e: F.struct(*[e[c].alias(c) for c in _SCHEDULED])), latest),
+        ),
+    )
     numbers = F.array_sort(
         F.array_distinct(
             F.concat(
@@ -230,36 +236,35 @@ def _with_installments(book: DataFrame) -> DataFrame:
             )
         )
     )
-    book = book.withColumn(
-        "_installments",
-        F.transform(
-            numbers,
-            lambda n: F.struct(
-                n.alias("installment_number"),
-                F.try_element_at(F.filter("_scheduled", lambda s: s["installment_number"] == n), F.lit(-1)).alias(
-                    "scheduled"
-                ),
-                (
-                    _money_total(F.filter("_carried", lambda e: e["installment_number"] == n), "paid")
-                    + _money_total(F.filter("_paid", lambda p: p["installment_number"] == n), "amount")
-                )
-                .cast(MONEY_SQL)
-                .alias("paid"),
+    merged = F.transform(
+        numbers,
+        lambda n: F.struct(
+            n.alias("installment_number"),
+            F.try_element_at(F.filter("_scheduled", lambda s: s["installment_number"] == n), F.lit(-1)).alias(
+                "scheduled"
             ),
+            (
+                _money_total(F.filter("_carried", lambda e: e["installment_number"] == n), "paid")
+                + _money_total(F.filter("_paid", lambda p: p["installment_number"] == n), "amount")
+            )
+            .cast(MONEY_SQL)
+            .alias("paid"),
         ),
     )
     book = book.withColumn(
         "installments",
-        F.transform(
-            # An installment number neither in the version in force nor paid toward is not carried.
-            F.filter("_installments", lambda i: i["scheduled"].isNotNull() | (i["paid"] != 0)),
-            lambda i: F.struct(
-                i["installment_number"].alias("installment_number"),
-                i["scheduled"]["due_date"].alias("due_date"),
-                i["scheduled"]["installment"].alias("installment"),
-                i["scheduled"]["interest"].alias("interest"),
-                i["paid"].alias("paid"),
-            ),
+        F.when(~F.col("_changed"), F.col("_carried")).otherwise(
+            F.transform(
+                # An installment number neither in the version in force nor paid toward is not carried.
+                F.filter(merged, lambda i: i["scheduled"].isNotNull() | (i["paid"] != 0)),
+                lambda i: F.struct(
+                    i["installment_number"].alias("installment_number"),
+                    i["scheduled"]["due_date"].alias("due_date"),
+                    i["scheduled"]["installment"].alias("installment"),
+                    i["scheduled"]["interest"].alias("interest"),
+                    i["paid"].alias("paid"),
+                ),
+            )
         ),
     )
     due = F.filter("installments", lambda e: e["due_date"] <= day)
