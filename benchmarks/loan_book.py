@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import functools
 import inspect
+import json
 import shutil
 import statistics
 import subprocess
@@ -297,7 +298,31 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--driver-memory", default="6g")
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
     parser.add_argument("--no-write", action="store_true", help="print the table only")
+    parser.add_argument(
+        "--scratch", type=Path, help="keep the setup (drops, lake) in this folder and reuse it when run again"
+    )
     return parser.parse_args(argv)
+
+
+def set_up_lake(
+    spark: SparkResource,
+    lake: IcebergLakeResource,
+    landing: Path,
+    days: list[date],
+    simulation: SimulationConfig,
+    monitor: Monitor,
+) -> dict[str, float]:
+    """Land the days' drops, materialize raw and the day's core assets over all of them and the book (and ledger)
+    over all but the last; returns each run's wall seconds."""
+    simulate(simulation, days[0], days[-1], LandingZone.local(landing))
+    raw_asset, day_assets, book_assets = pipeline_assets()
+    resources, instance = resources_for(spark, lake, landing), dg.DagsterInstance.ephemeral()
+    whole, chained = (days[0].isoformat(), days[-1].isoformat()), (days[0].isoformat(), days[-2].isoformat())
+    core = run_assets("setup: raw and core", [raw_asset, *day_assets], resources, instance, monitor, key_range=whole)
+    book = run_assets("setup: book", book_assets, resources, instance, monitor, key_range=chained)
+    if not (core.success and book.success):
+        raise SystemExit("the setup runs failed")
+    return {"core": core.wall_s, "book": book.wall_s}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -306,7 +331,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     warnings.filterwarnings("ignore", category=dg.BetaWarning)
     warnings.filterwarnings("ignore", category=dg.PreviewWarning)
     warnings.filterwarnings("ignore", module="pyspark.sql.udf")
-    scratch = Path(tempfile.mkdtemp(prefix="loan_book_bench_"))
+    scratch = args.scratch or Path(tempfile.mkdtemp(prefix="loan_book_bench_"))
+    scratch.mkdir(parents=True, exist_ok=True)
     spark = SparkResource(
         spark_config={
             "spark.master": "local[*]",
@@ -325,18 +351,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         session.sparkContext.setLogLevel("ERROR")
         first = date.fromisoformat(LENDING_START)
         days = list(business_days(first, first + timedelta(days=args.days * 2)))[: args.days]
-        landing = scratch / "landing"
-        simulate(SimulationConfig(seed=1, start=first, scale=args.scale), days[0], days[-1], LandingZone.local(landing))
         lake = IcebergLakeResource(data_dir=str(scratch / "lake"))
-        raw_asset, day_assets, book_assets = pipeline_assets()
-        resources, instance = resources_for(spark, lake, landing), dg.DagsterInstance.ephemeral()
-        whole, chained = (days[0].isoformat(), days[-1].isoformat()), (days[0].isoformat(), days[-2].isoformat())
-        core = run_assets(
-            "setup: raw and core", [raw_asset, *day_assets], resources, instance, monitor, key_range=whole
-        )
-        book = run_assets("setup: book", book_assets, resources, instance, monitor, key_range=chained)
-        if not (core.success and book.success):
-            raise SystemExit("the setup runs failed")
+        set_up = scratch / f"set_up_{args.scale:g}_{args.days}.json"
+        if set_up.exists():
+            print(f"reusing the setup in {scratch}", file=sys.stderr, flush=True)
+            setup = json.loads(set_up.read_text())
+        else:
+            simulation = SimulationConfig(seed=1, start=first, scale=args.scale)
+            setup = set_up_lake(spark, lake, scratch / "landing", days, simulation, monitor)
+            set_up.write_text(json.dumps(setup))
         names = [way.name for way in ways]
         shapes = [
             Shape("last day", days[-1:], names),
@@ -351,8 +374,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         active = SparkSession.getActiveSession()
         if active is not None:
             active.stop()
-        shutil.rmtree(scratch, ignore_errors=True)
-    text = section(shapes, {"core": core.wall_s, "book": book.wall_s}, state, args, env)
+        if args.scratch is None:
+            shutil.rmtree(scratch, ignore_errors=True)
+    text = section(shapes, setup, state, args, env)
     print(text)
     if not args.no_write:
         update_section(args.output, text, MARKER_START, MARKER_END)
