@@ -286,7 +286,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--scale", type=float, default=10.0)
     parser.add_argument("--days", type=int, default=60, help="business days of the lender, from its first")
     parser.add_argument(
-        "--range-days", type=int, nargs="+", default=[10, 23], help="days of each range shape (the last ones)"
+        "--range-days",
+        type=int,
+        nargs="*",
+        default=[10, 23],
+        help="days of each range shape (the last ones; none: the last day only)",
     )
     parser.add_argument(
         "--baselines",

@@ -191,7 +191,8 @@ def _with_installments(book: DataFrame) -> DataFrame:
 
     Spark evaluates these array functions row by row without generated code, so the cost is in how many lambda
     calls a row makes: a loan-day with no schedule row and no payment by the day (most of them) keeps the carried
-    installments as they are, and only the others are merged (a lookup per installment number). Each step is its
+    installments as they are, one with payments toward carried installments only adds them, and only the others
+    are merged (a lookup per installment number). Each step is its
     own column so that Spark evaluates it once per row (a collapsed projection would repeat it in every use)."""
     day = F.col(PARTITION)
     carried_version = F.coalesce(F.col("schedule_version"), F.lit(-1))
@@ -204,6 +205,14 @@ def _with_installments(book: DataFrame) -> DataFrame:
         .withColumn("_paid", F.filter(F.coalesce("_payment_rows", F.array()), lambda p: p[PARTITION] <= day))
         .withColumn("_carried", F.coalesce("installments", F.array()))
         .withColumn("_changed", (F.size("_rows") > 0) | (F.size("_paid") > 0))
+        # Only payments, toward installments the loan carries (most loan-days after a payment in a range).
+        .withColumn(
+            "_paid_only",
+            (F.size("_rows") == 0)
+            & F.forall(
+                "_paid", lambda p: F.exists("_carried", lambda e: e["installment_number"] == p["installment_number"])
+            ),
+        )
         .withColumn(
             "_version", F.aggregate("_rows", carried_version, lambda v, r: F.greatest(v, r["schedule_version"]))
         )
@@ -251,11 +260,31 @@ def _with_installments(book: DataFrame) -> DataFrame:
             .alias("paid"),
         ),
     )
+    paid_added = F.transform(
+        "_carried",
+        lambda e: F.struct(
+            *[e[c].alias(c) for c in _SCHEDULED],
+            (
+                e["paid"]
+                + _money_total(
+                    F.filter("_paid", lambda p: p["installment_number"] == e["installment_number"]), "amount"
+                )
+            )
+            .cast(MONEY_SQL)
+            .alias("paid"),
+        ),
+    )
+
+    def kept(installment: Column) -> Column:
+        # An installment number neither in the version in force nor paid toward is not carried.
+        return installment["due_date"].isNotNull() | (installment["paid"] != 0)
+
     book = book.withColumn(
         "installments",
-        F.when(~F.col("_changed"), F.col("_carried")).otherwise(
+        F.when(~F.col("_changed"), F.col("_carried"))
+        .when(F.col("_paid_only"), F.filter(paid_added, kept))
+        .otherwise(
             F.transform(
-                # An installment number neither in the version in force nor paid toward is not carried.
                 F.filter(merged, lambda i: i["scheduled"].isNotNull() | (i["paid"] != 0)),
                 lambda i: F.struct(
                     i["installment_number"].alias("installment_number"),
