@@ -191,9 +191,10 @@ def _with_installments(book: DataFrame) -> DataFrame:
 
     Spark evaluates these array functions row by row without generated code, so the cost is in how many lambda
     calls a row makes: a loan-day with no schedule row and no payment by the day (most of them) keeps the carried
-    installments as they are, one with payments toward carried installments only adds them, and only the others
-    are merged (a lookup per installment number). Each step is its
-    own column so that Spark evaluates it once per row (a collapsed projection would repeat it in every use)."""
+    installments as they are, one with payments toward carried installments only adds them, one whose schedule has
+    every number paid toward (a new loan) takes it with what was paid, and only the others are merged by number.
+    Each step is its own column so that Spark evaluates it once per row (a collapsed projection would repeat it in
+    every use)."""
     day = F.col(PARTITION)
     carried_version = F.coalesce(F.col("schedule_version"), F.lit(-1))
     book = (
@@ -279,10 +280,45 @@ def _with_installments(book: DataFrame) -> DataFrame:
         # An installment number neither in the version in force nor paid toward is not carried.
         return installment["due_date"].isNotNull() | (installment["paid"] != 0)
 
+    def scheduled(number: Column) -> Column:
+        return F.exists("_scheduled", lambda s: s["installment_number"] == number)
+
+    # The schedule as of the day has every installment number anything was paid toward, each once (a new loan's
+    # days, most rescheduled loans): its installments with what was paid, no merge by number.
+    book = book.withColumn(
+        "_covered",
+        F.col("_changed")
+        & ~F.col("_paid_only")
+        & F.forall("_paid", lambda p: scheduled(p["installment_number"]))
+        & F.forall("_carried", lambda e: (e["paid"] == 0) | scheduled(e["installment_number"]))
+        & (
+            F.size(F.array_distinct(F.transform("_scheduled", lambda s: s["installment_number"])))
+            == F.size("_scheduled")
+        ),
+    )
+    scheduled_paid = F.array_sort(
+        F.transform(
+            "_scheduled",
+            lambda s: F.struct(
+                *[s[c].alias(c) for c in _SCHEDULED],
+                (
+                    _money_total(
+                        F.filter("_carried", lambda e: e["installment_number"] == s["installment_number"]), "paid"
+                    )
+                    + _money_total(
+                        F.filter("_paid", lambda p: p["installment_number"] == s["installment_number"]), "amount"
+                    )
+                )
+                .cast(MONEY_SQL)
+                .alias("paid"),
+            ),
+        )
+    )
     book = book.withColumn(
         "installments",
         F.when(~F.col("_changed"), F.col("_carried"))
         .when(F.col("_paid_only"), F.filter(paid_added, kept))
+        .when(F.col("_covered"), scheduled_paid)
         .otherwise(
             F.transform(
                 F.filter(merged, lambda i: i["scheduled"].isNotNull() | (i["paid"] != 0)),
