@@ -246,6 +246,15 @@ def _with_installments(book: DataFrame) -> DataFrame:
             )
         )
     )
+
+    def paid_in_range(number: Column) -> Column:
+        return _money_total(F.filter("_paid", lambda p: p["installment_number"] == number), "amount")
+
+    def paid_toward(number: Column) -> Column:
+        """What was paid toward an installment number by the day: carried, and the range's payments."""
+        carried = _money_total(F.filter("_carried", lambda e: e["installment_number"] == number), "paid")
+        return (carried + paid_in_range(number)).cast(MONEY_SQL)
+
     merged = F.transform(
         numbers,
         lambda n: F.struct(
@@ -253,26 +262,14 @@ def _with_installments(book: DataFrame) -> DataFrame:
             F.try_element_at(F.filter("_scheduled", lambda s: s["installment_number"] == n), F.lit(-1)).alias(
                 "scheduled"
             ),
-            (
-                _money_total(F.filter("_carried", lambda e: e["installment_number"] == n), "paid")
-                + _money_total(F.filter("_paid", lambda p: p["installment_number"] == n), "amount")
-            )
-            .cast(MONEY_SQL)
-            .alias("paid"),
+            paid_toward(n).alias("paid"),
         ),
     )
     paid_added = F.transform(
         "_carried",
         lambda e: F.struct(
             *[e[c].alias(c) for c in _SCHEDULED],
-            (
-                e["paid"]
-                + _money_total(
-                    F.filter("_paid", lambda p: p["installment_number"] == e["installment_number"]), "amount"
-                )
-            )
-            .cast(MONEY_SQL)
-            .alias("paid"),
+            (e["paid"] + paid_in_range(e["installment_number"])).cast(MONEY_SQL).alias("paid"),
         ),
     )
 
@@ -301,16 +298,7 @@ def _with_installments(book: DataFrame) -> DataFrame:
             "_scheduled",
             lambda s: F.struct(
                 *[s[c].alias(c) for c in _SCHEDULED],
-                (
-                    _money_total(
-                        F.filter("_carried", lambda e: e["installment_number"] == s["installment_number"]), "paid"
-                    )
-                    + _money_total(
-                        F.filter("_paid", lambda p: p["installment_number"] == s["installment_number"]), "amount"
-                    )
-                )
-                .cast(MONEY_SQL)
-                .alias("paid"),
+                paid_toward(s["installment_number"]).alias("paid"),
             ),
         )
     )
