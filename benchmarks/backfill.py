@@ -56,6 +56,7 @@ import dagster as dg
 import psutil
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.dataset as pads
 import pyiceberg
 import pyspark
 from dagster._core.execution.backfill import BulkActionStatus
@@ -68,15 +69,16 @@ from dagster._core.storage.tags import (
 from pyspark.sql import SparkSession
 
 from assets.lending.contract import LENDING_START
-from assets.lending.core import CORE_BACKFILL, core_assets
+from assets.lending.core import CORE_BACKFILL
+from assets.lending.domain import lending_assets, lending_lake_tables
 from assets.lending.landing import LandingZone, LandingZoneResource, drop_prefix
-from assets.lending.raw import raw_assets
 from assets.lending.simulator import simulate
-from assets.lending.tables import CORE_LOAN_DAILY_STATUS, CORE_TABLES, LENDING_PARTITIONS
+from assets.lending.tables import CORE_LOAN_DAILY_STATUS, LENDING_PARTITIONS
 from assets.lending.world import SimulationConfig
 from batch_platform.lake import IcebergLakeResource
 from batch_platform.pii import PiiTokenizer
 from batch_platform.spark import LOCAL_SPARK_CONFIG, SparkResource
+from benchmarks.bare_backfill import DRIVER_MEMORY as BARE_DRIVER_MEMORY
 from benchmarks.landing_sensor import cpu_model
 from benchmarks.lending_day import QUIET_LOGS, table, text_table
 from benchmarks.stack import TEST_PII_KEY, WorkspaceStack, run_backfill_cli, write_workspace
@@ -86,18 +88,18 @@ MARKER_END = "<!-- backfill:end -->"
 DEFAULT_OUTPUT = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
 SEED = 7
 FIRST_DAY = date.fromisoformat(LENDING_START)
-SELECTION = "group:lending_core"
+SELECTION = "group:lending_raw or group:lending_core or group:lending_reporting"
 STATUS_ASSET = CORE_LOAN_DAILY_STATUS.asset_key.to_user_string()
-RAW_CHUNK_DAYS = 23  # the raw assets' own BackfillPolicy: the setup loads raw as its backfill would
 # Other people's heavy work this benchmark waits for before a timed mode (the machine has 2 cores).
 OTHER_WORK = ("pytest", "dagster-daemon", "dagster-webserver", "dagster dev", "benchmarks.")
 QUIET_WAIT_S = 900.0
 WATCH_INTERVAL_S = 15.0
 PROGRESS_EVERY_S = 120.0
 
-POLICY, POLICY_SMALL, PER_PARTITION, BARE = "policy", "policy-small", "per-partition", "bare"
-MODES = (POLICY, POLICY_SMALL, PER_PARTITION, BARE)
-PER_PARTITION_LOCATION = "benchmarks.per_partition_location"
+POLICY, POLICY_SMALL, PER_PARTITION, BARE, SPARK = "policy", "policy-small", "per-partition", "bare", "spark"
+MODES = (POLICY, POLICY_SMALL, PER_PARTITION, BARE, SPARK)
+BACKFILL_LOCATION = "benchmarks.backfill_location"
+LOCATION_OF_MODE = {POLICY: "policy_defs", POLICY_SMALL: "policy_defs", PER_PARTITION: "per_partition_defs"}
 
 
 def policy_text() -> str:
@@ -110,6 +112,7 @@ def mode_label(key: str) -> str:
         POLICY_SMALL: f"chosen policy, {policy_text()}",
         PER_PARTITION: "one run per partition (no BackfillPolicy)",
         BARE: "single in-process run of the same code",
+        SPARK: "bare PySpark job of the same transforms (no Dagster, no Iceberg)",
     }[key]
 
 
@@ -175,7 +178,6 @@ class ModeResult:
     submitted: float
     ended: float
     runs: list[RunTiming]
-    raw_load_s: float
     problems: list[str]
     load_before: float
     load_during_mean: float
@@ -368,23 +370,6 @@ def range_tags(days: Sequence[str]) -> dict[str, str]:
     return {ASSET_PARTITION_RANGE_START_TAG: days[0], ASSET_PARTITION_RANGE_END_TAG: days[-1]}
 
 
-def load_raw(instance: dg.DagsterInstance, data_dir: Path, landing_dir: Path, days: Sequence[str]) -> float:
-    """Raw for ``days`` in 23-day range runs recorded in ``instance``; the seconds it took."""
-    started = time.monotonic()
-    resources = {
-        "lake": IcebergLakeResource(data_dir=str(data_dir)),
-        "landing": LandingZoneResource(uri=str(landing_dir)),
-    }
-    for i in range(0, len(days), RAW_CHUNK_DAYS):
-        chunk = days[i : i + RAW_CHUNK_DAYS]
-        result = dg.materialize(
-            raw_assets, resources=resources, instance=instance, tags=range_tags(chunk), run_config=QUIET_LOGS
-        )
-        if not result.success:
-            raise RuntimeError(f"the raw load of {chunk[0]}..{chunk[-1]} failed")
-    return time.monotonic() - started
-
-
 # -- measuring and checking a mode -------------------------------------------------------------------------------------
 
 
@@ -450,9 +435,9 @@ def materializations_per_partition(instance: dg.DagsterInstance, asset_key: dg.A
 
 
 def rows_per_day(lake: IcebergLakeResource) -> dict[str, dict[str, int]]:
-    """Rows of every core table by partition day, read straight from the Iceberg tables."""
+    """Rows of every partitioned lending table by day, read straight from the Iceberg tables."""
     rows = {}
-    for lake_table in CORE_TABLES:
+    for lake_table in lending_lake_tables:
         column = lake_table.partition_column
         if column is None:
             continue
@@ -485,7 +470,7 @@ def check_mode(
     """What is wrong with a finished mode (empty when all is well)."""
     problems = [f"run {r.run_id} ended {r.status}" for r in runs if r.status != dg.DagsterRunStatus.SUCCESS.value]
     expected = Counter(dict.fromkeys(days, 1))
-    for assets_def in core_assets:
+    for assets_def in lending_assets:
         for key in assets_def.keys:
             counts = materializations_per_partition(instance, key)
             if counts != expected:
@@ -502,17 +487,15 @@ def check_mode(
 # -- the modes -------------------------------------------------------------------------------------------------------
 
 
-def run_under_daemon(
-    key: str, days: Sequence[str], scratch: Path, landing: Path, workspace: Path | None, timeout_s: float
-) -> ModeResult:
-    """The core backfill through ``batch-platform backfill`` on a real webserver + daemon."""
+def run_under_daemon(key: str, days: Sequence[str], scratch: Path, landing: Path, timeout_s: float) -> ModeResult:
+    """The backfill from raw to reporting through ``batch-platform backfill`` on a real webserver + daemon."""
     print(f"\n== {key}: {len(days)} days {days[0]}..{days[-1]} ==", flush=True)
-    serving = WorkspaceStack.serving(scratch / key, workspace) if workspace else WorkspaceStack.serving(scratch / key)
-    with serving as stack:
+    workspace = write_workspace(
+        scratch / f"{key}_workspace.yaml", BACKFILL_LOCATION, LOCATION_OF_MODE[key], f"batch_platform_{key}"
+    )
+    with WorkspaceStack.serving(scratch / key, workspace) as stack:
         copy_drops(landing, stack.landing_dir, days)
         instance = stack.instance()
-        raw_s = load_raw(instance, stack.data_dir, stack.landing_dir, days)
-        print(f"raw loaded in {raw_s:.0f} s", flush=True)
         waited, seen = wait_for_quiet_machine()
         load_before = os.getloadavg()[0]
         watcher = Watcher(stack.home)
@@ -555,7 +538,6 @@ def run_under_daemon(
             submitted=backfill.backfill_timestamp,
             ended=ended,
             runs=runs,
-            raw_load_s=raw_s,
             problems=problems,
             load_before=load_before,
             load_during_mean=statistics.fmean(watcher.loads),
@@ -568,26 +550,29 @@ def run_under_daemon(
 
 
 def run_in_process(days: Sequence[str], scratch: Path, landing: Path) -> ModeResult:
-    """The same core asset code over the whole range as ONE in-process run: no daemon, no run worker, one Spark
-    session in this process."""
+    """The same asset code from raw to reporting over the whole range as ONE in-process run: no daemon, no run
+    worker, one Spark session in this process."""
     print(f"\n== {BARE}: {len(days)} days {days[0]}..{days[-1]} ==", flush=True)
     data_dir = scratch / BARE / "data"
     landing_dir = data_dir / "landing"
     copy_drops(landing, landing_dir, days)
     with dg.DagsterInstance.ephemeral() as instance:
-        raw_s = load_raw(instance, data_dir, landing_dir, days)
-        print(f"raw loaded in {raw_s:.0f} s", flush=True)
         waited, seen = wait_for_quiet_machine()
         load_before = os.getloadavg()[0]
         lake = IcebergLakeResource(data_dir=str(data_dir))
         # The code location's local resources (same Spark settings), pointed at this mode's data dir.
-        resources = {"lake": lake, "spark": SparkResource(), "pii": PiiTokenizer(key=TEST_PII_KEY)}
+        resources = {
+            "lake": lake,
+            "spark": SparkResource(),
+            "pii": PiiTokenizer(key=TEST_PII_KEY),
+            "landing": LandingZoneResource(uri=str(landing_dir)),
+        }
         watcher = Watcher()
         try:
             with watcher.watching():
                 started = time.time()
                 result = dg.materialize(
-                    core_assets,
+                    lending_assets,
                     resources=resources,
                     instance=instance,
                     tags=range_tags(days),
@@ -609,7 +594,6 @@ def run_in_process(days: Sequence[str], scratch: Path, landing: Path) -> ModeRes
             submitted=started,
             ended=ended,
             runs=runs,
-            raw_load_s=raw_s,
             problems=problems,
             load_before=load_before,
             load_during_mean=statistics.fmean(watcher.loads),
@@ -619,6 +603,59 @@ def run_in_process(days: Sequence[str], scratch: Path, landing: Path) -> ModeRes
             rows=rows_per_day(lake),
             backfill_status="n/a (no backfill)",
         )
+
+
+def parquet_rows_per_day(root: Path) -> dict[str, dict[str, int]]:
+    """Rows of every partitioned lending table by day, from the bare job's Parquet folders."""
+    rows = {}
+    for lake_table in lending_lake_tables:
+        folder = root / lake_table.identifier
+        if lake_table.partition_column is None or not folder.exists():
+            continue
+        files = pads.dataset(folder, format="parquet", partitioning="hive")
+        if not files.files:  # a table with no row in the range (Spark wrote only its _SUCCESS marker)
+            continue
+        scanned = files.to_table(columns=[lake_table.partition_column])
+        counts = Counter(str(day) for day in scanned[lake_table.partition_column].to_pylist())
+        rows[lake_table.asset_key.to_user_string()] = dict(counts)
+    return rows
+
+
+def run_bare_spark(days: Sequence[str], scratch: Path, landing: Path, timeout_s: float) -> ModeResult:
+    """The domain's transforms from landing to reporting in one PySpark process writing plain Parquet
+    (benchmarks/bare_backfill.py): the platform's compute without its orchestration, lake and audits."""
+    print(f"\n== {SPARK}: {len(days)} days {days[0]}..{days[-1]} ==", flush=True)
+    landing_dir = scratch / SPARK / "landing"
+    output = scratch / SPARK / "tables"
+    copy_drops(landing, landing_dir, days)
+    waited, seen = wait_for_quiet_machine()
+    load_before = os.getloadavg()[0]
+    argv = [sys.executable, "-m", "benchmarks.bare_backfill", "--landing", str(landing_dir), "--output", str(output)]
+    argv += ["--first", days[0], "--last", days[-1], "--chunk-days", str(CORE_BACKFILL.max_partitions_per_run)]
+    watcher = Watcher()
+    with watcher.watching():
+        started = time.time()
+        completed = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s, check=False)
+        ended = time.time()
+    print("\n".join(line for line in completed.stdout.splitlines() if not line.startswith("[Stage")), flush=True)
+    problems = [] if completed.returncode == 0 else [f"exited {completed.returncode}: {completed.stderr[-2000:]}"]
+    return ModeResult(
+        key=SPARK,
+        label=mode_label(SPARK),
+        days=list(days),
+        wall_s=ended - started,
+        submitted=started,
+        ended=ended,
+        runs=[],
+        problems=problems,
+        load_before=load_before,
+        load_during_mean=statistics.fmean(watcher.loads),
+        load_during_max=max(watcher.loads),
+        waited_s=waited,
+        other_work_seen=seen,
+        rows=parquet_rows_per_day(output),
+        backfill_status="n/a (no backfill)",
+    )
 
 
 # -- reporting -------------------------------------------------------------------------------------------------------
@@ -912,29 +949,31 @@ def markdown_section(
         "",
         "**Method.** The simulator (seed "
         f"{SEED}, scale {scale:g}) lands {target_days} business days of drops from {FIRST_DAY} "
-        f"({_s(setup.get('simulate_s'))} s, once). Every mode starts from the same raw state, rebuilt per mode: a "
-        "fresh data dir gets a copy of the drops (only of the days that mode covers, so the running landing sensor "
-        "finds nothing new), and raw is loaded in-process in 23-day range runs recorded in that mode's Dagster "
-        "instance (not timed; "
-        + ", ".join(f"{r.key} {r.raw_load_s:.0f} s" for r in modes)
-        + "). Then the eleven core assets (`group:lending_core`; core/loan_daily_status carries balances from the "
-        "previous business day and walks a run's days in order; core/ledger_entries reads it) are built over the "
-        "range. Modes ran one after another, never in parallel; before each, the script waited until no one "
-        "else's pytest, Dagster webserver/daemon or benchmark was running (up to 15 minutes).",
+        f"({_s(setup.get('simulate_s'))} s, once). Every mode gets a fresh data dir with a copy of the drops of "
+        "the days it covers and builds the lending tables from them: raw (the landing drops checked and loaded), "
+        "core (core/loan_daily_status carries each open loan from the previous business day and walks a run's "
+        "days in order; core/ledger_entries and core/closed_loans read it) and reporting (portfolio, vintage "
+        "curves, the merchant spec). Modes ran one after another, never in parallel; before each, the script "
+        "waited until no one else's pytest, Dagster webserver/daemon or benchmark was running (up to 15 minutes).",
         "",
-        f"- **chosen policy**: `batch-platform backfill 'group:lending_core' --from FIRST --to LAST`: ONE asset "
-        f"backfill submitted to a real `dagster-webserver`, then `dagster-daemon` started (tests/dagster_stack.py: "
-        f"temporary DAGSTER_HOME with the project's dagster.yaml and workspace.yaml; the sensors run, as they "
-        f"default to). The core assets' `BackfillPolicy.{policy_text()}` groups up to "
+        f"- **chosen policy**: `batch-platform backfill '{SELECTION}' --from FIRST --to LAST`: ONE asset "
+        "backfill submitted to a real `dagster-webserver`, then `dagster-daemon` started (tests/dagster_stack.py: "
+        "temporary DAGSTER_HOME with the project's dagster.yaml). The workspace loads "
+        "`benchmarks/backfill_location.py`: the project's definitions less the landing and restatement sensors "
+        "and the daily schedule, which would request the same raw partitions as the backfill; every other "
+        f"sensor runs. The lending assets' `BackfillPolicy.{policy_text()}` groups up to "
         f"{CORE_BACKFILL.max_partitions_per_run} days per run.",
-        "- **one run per partition**: the same command and stack, but the workspace loads "
-        "`benchmarks/per_partition_location.py`: `build_definitions()` with the core assets' BackfillPolicy "
-        "removed, which makes Dagster's asset backfill launch one run per partition (its default). Measured on "
-        "the first days only, next to the chosen policy on the same days; the full range is extrapolated.",
-        "- **single in-process run of the same code**: `dg.materialize(core_assets, tags={range start/end})` on an "
-        "ephemeral instance in the benchmark's own process: one run, one Spark session, the same asset code and "
-        "local resources. No daemon, no run worker, no queue. It is not hand-written Spark: it pays the same "
-        "write-audit-publish commits and audits as the daemon's runs.",
+        "- **one run per partition**: the same, with the lending assets' BackfillPolicy removed, which makes "
+        "Dagster's asset backfill launch one run per partition (its default). Measured on the first days only, "
+        "next to the chosen policy on the same days; the full range is extrapolated.",
+        "- **single in-process run of the same code**: `dg.materialize(lending_assets, tags={range start/end})` "
+        "on an ephemeral instance in the benchmark's own process: one run, one Spark session, the same asset code "
+        "and local resources, the same write-audit-publish commits and audits. No daemon, no run worker, no queue.",
+        f"- **bare PySpark job**: `benchmarks/bare_backfill.py` in a fresh process: one Spark session (driver "
+        f"memory {BARE_DRIVER_MEMORY}), the landing drops read by Spark, then every table's own transform "
+        "(`LakeDataset.transform`) on what its declared inputs select, in chunks of "
+        f"{CORE_BACKFILL.max_partitions_per_run} days, into plain Parquet folders. No Dagster run, no Iceberg, no "
+        "audit, no write-audit-publish, no row checks in raw: the platform's compute without the platform.",
         "",
         "Columns: **wall s** from the backfill's submission to its end (Dagster's own timestamps: "
         "`backfill_timestamp`, `backfill_end_timestamp`; for the single run, the `materialize` call); **asset "
@@ -1070,19 +1109,13 @@ def measure(args: argparse.Namespace, results: dict[str, ModeResult]) -> dict[st
         simulate(config, date.fromisoformat(days[0]), date.fromisoformat(days[-1]), LandingZone.local(landing))
         setup["simulate_s"] = time.monotonic() - started
         print(f"landed {len(days)} days in {setup['simulate_s']:.0f} s (scratch {scratch})", flush=True)
-        for key in [m for m in MODES if m in args.modes]:
+        for key in args.modes:  # as listed: cheap modes first keep their results if a long one fails
             if key == POLICY:
-                results[key] = run_under_daemon(key, days, scratch, landing, None, timeout_s)
-            elif key == POLICY_SMALL:
-                results[key] = run_under_daemon(key, small_days, scratch, landing, None, timeout_s)
-            elif key == PER_PARTITION:
-                workspace = write_workspace(
-                    scratch / "per_partition_workspace.yaml",
-                    PER_PARTITION_LOCATION,
-                    "defs",
-                    "batch_platform_per_partition",
-                )
-                results[key] = run_under_daemon(key, small_days, scratch, landing, workspace, timeout_s)
+                results[key] = run_under_daemon(key, days, scratch, landing, timeout_s)
+            elif key in (POLICY_SMALL, PER_PARTITION):
+                results[key] = run_under_daemon(key, small_days, scratch, landing, timeout_s)
+            elif key == SPARK:
+                results[key] = run_bare_spark(days, scratch, landing, timeout_s)
             else:
                 results[key] = run_in_process(days, scratch, landing)
             save_results(args.results, setup, results)
