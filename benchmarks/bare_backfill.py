@@ -42,6 +42,7 @@ from batch_platform.spark import LOCAL_SPARK_CONFIG
 DATASETS_IN_ORDER: list[LakeDataset] = [*CORE_DATASETS, *REPORTING_DATASETS, *LENDING_SPEC_DATASETS]
 # The largest compute profile among these steps ("medium": the book and the portfolio): one session for all.
 DRIVER_MEMORY = "4g"
+DROP_DAY = PARTITION + r"=([0-9]{4}-[0-9]{2}-[0-9]{2})/"  # in a landing file's path
 
 
 class ParquetLake:
@@ -81,20 +82,16 @@ class ParquetLake:
 
 
 def load_raw(lake: ParquetLake, landing: Path, days: Sequence[str]) -> None:
-    """Every landing dataset's drops of ``days`` (version 1), cast to the raw table's columns."""
+    """Every landing dataset's drops of ``days`` (version 1), one Spark read per dataset, cast to the raw table's
+    columns; the business date comes from each file's drop folder."""
     for dataset in DATASETS:
-        table = RAW_TABLES[dataset]
         paths = [str(landing / drop_prefix(date.fromisoformat(day), 1) / f"{dataset}.parquet") for day in days]
-        frames = [
-            lake.spark.read.parquet(path)
-            .withColumn(PARTITION, F.lit(day).cast("date"))
+        rows = (
+            lake.spark.read.parquet(*paths)
+            .withColumn(PARTITION, F.regexp_extract(F.input_file_name(), DROP_DAY, 1).cast("date"))
             .withColumn("drop_version", F.lit(1))
-            for day, path in zip(days, paths, strict=True)
-        ]
-        rows = frames[0]
-        for frame in frames[1:]:
-            rows = rows.unionByName(frame)
-        lake.write(table, rows)
+        )
+        lake.write(RAW_TABLES[dataset], rows)
 
 
 def build(lake: ParquetLake, dataset: LakeDataset, keys: Sequence[str], pii: PiiTokenizer) -> None:
