@@ -157,15 +157,15 @@ def write_audit_publish(
     files = lake.check_staged(table, staged, partition_keys=keys)
     seconds = {"wap/stage_seconds": time.perf_counter() - started}
     pause_point("audit", table.identifier)
-    audited = lake.read_staged(spark.session, table, files).cache()
+    # Not cached: each audit reads only the columns it needs from the staged Parquet files. Caching every column
+    # (the book's installments too) pinned the storage memory, and a 23-day chunk of the book at scale 1 then
+    # failed its uniqueness audit for lack of execution memory (docs/benchmarks.md, "Backfill").
+    audited = lake.read_staged(spark.session, table, files)
     outcomes: list[tuple[Audit, AuditOutcome, float]] = []
-    try:
-        for audit in audits:
-            audit_started = time.perf_counter()
-            outcome = audit.evaluate(audited, **{name: (inputs or {})[name] for name in audit.reads})
-            outcomes.append((audit, outcome, time.perf_counter() - audit_started))
-    finally:
-        audited.unpersist()
+    for audit in audits:
+        audit_started = time.perf_counter()
+        outcome = audit.evaluate(audited, **{name: (inputs or {})[name] for name in audit.reads})
+        outcomes.append((audit, outcome, time.perf_counter() - audit_started))
     seconds["wap/audit_seconds"] = sum(s for _, _, s in outcomes)
     blocking_failures = [f"{a.name} ({o.failing_rows} rows)" for a, o, _ in outcomes if a.blocking and not o.passed]
     kept: dict[str, Any] = {}

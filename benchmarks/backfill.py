@@ -355,6 +355,7 @@ def run_under_daemon(key: str, days: Sequence[str], scratch: Path, landing: Path
             raise RuntimeError(f"no backfill was submitted:\n{cli.output}")
         backfill = stack.wait_backfill(cli.backfill_id, timeout=120.0)
         runs = run_timings(instance, dg.RunsFilter(tags={BACKFILL_ID_TAG: cli.backfill_id}))
+        evaluations = backfill_evaluations(stack.logs_dir / "daemon.log", cli.backfill_id)
         ended = backfill.backfill_end_timestamp or max((r.end or 0.0) for r in runs)
         lake = IcebergLakeResource(data_dir=str(stack.data_dir))
         problems = check_mode(instance, lake, days, runs, one_partition_per_run=key == PER_PARTITION)
@@ -378,7 +379,29 @@ def run_under_daemon(key: str, days: Sequence[str], scratch: Path, landing: Path
             other_work_seen=seen,
             rows=rows_per_day(lake),
             backfill_status=backfill.status.value,
+            backfill_evaluations=evaluations,
         )
+
+
+_DAEMON_LOG_LINE = re.compile(r"^(?:\x1b\[[0-9;]*m)?(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) \+0000")
+
+
+def backfill_evaluations(daemon_log: Path, backfill_id: str) -> list[float]:
+    """Seconds of each of the backfill daemon's evaluations of the backfill (its "Evaluating asset backfill" line
+    to its "completed iteration" line, whole seconds): the daemon then sleeps what is left of 30 s, so a run that
+    waits for another run's end is launched one evaluation plus up to 30 s later."""
+    seconds, began = [], None
+    for line in daemon_log.read_text(errors="replace").splitlines():
+        stamp = _DAEMON_LOG_LINE.match(line)
+        if stamp is None or backfill_id not in line:
+            continue
+        at = datetime.strptime(stamp[1], "%Y-%m-%d %H:%M:%S").timestamp()
+        if "Evaluating asset backfill" in line:
+            began = at
+        elif "completed iteration" in line and began is not None:
+            seconds.append(at - began)
+            began = None
+    return seconds
 
 
 def run_in_process(days: Sequence[str], scratch: Path, landing: Path) -> ModeResult:

@@ -113,6 +113,8 @@ class ModeResult:
     backfill_status: str
     # The bare PySpark job's own timing of its parts (raw, then each table), from its output.
     phases: dict[str, float] = field(default_factory=dict)
+    # Under the daemon: seconds of each of its evaluations of the backfill (from daemon.log).
+    backfill_evaluations: list[float] = field(default_factory=list)
     measured_at: str = field(default_factory=lambda: datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"))
 
     @property
