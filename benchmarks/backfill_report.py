@@ -234,7 +234,11 @@ def goal_lines(results: dict[str, ModeResult], target_days: int) -> list[str]:
     """The issue's two ratios, where both sides were measured: the chosen policy against the bare PySpark job over
     the same days (goal: at most 1.5), and one run per partition, extrapolated to those days, against the policy
     (goal: at least 10)."""
-    policy, spark, per_partition = results.get(POLICY), results.get(SPARK), results.get(PER_PARTITION)
+    # A mode with problems (a failed run, wrong rows) measured something else: no ratio from it.
+    policy, spark, per_partition = (
+        r if r is not None and not r.problems else None
+        for r in (results.get(POLICY), results.get(SPARK), results.get(PER_PARTITION))
+    )
     rows = []
     if policy is not None and spark is not None and policy.days == spark.days:
         rows.append(
