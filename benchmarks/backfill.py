@@ -316,6 +316,35 @@ def check_mode(
     return problems
 
 
+def finished(
+    key: str,
+    days: Sequence[str],
+    *,
+    submitted: float,
+    ended: float,
+    quiet: tuple[float, list[str], float],
+    watcher: Watcher,
+    **measured: Any,
+) -> ModeResult:
+    """A mode's result: its wall time from ``submitted`` to ``ended``, the machine's state before (``quiet``: the
+    seconds waited for other work, what was still running, the load average) and during it, and what it measured."""
+    waited, seen, load_before = quiet
+    return ModeResult(
+        key=key,
+        label=mode_label(key),
+        days=list(days),
+        wall_s=ended - submitted,
+        submitted=submitted,
+        ended=ended,
+        load_before=load_before,
+        load_during_mean=statistics.fmean(watcher.loads),
+        load_during_max=max(watcher.loads),
+        waited_s=waited,
+        other_work_seen=seen,
+        **measured,
+    )
+
+
 # -- the modes -------------------------------------------------------------------------------------------------------
 
 
@@ -363,20 +392,15 @@ def run_under_daemon(key: str, days: Sequence[str], scratch: Path, landing: Path
             problems.insert(0, f"backfill ended {backfill.status.value}")
         if cli.exit_code != 0:
             problems.insert(0, f"batch-platform backfill exited {cli.exit_code}")
-        return ModeResult(
-            key=key,
-            label=mode_label(key),
-            days=list(days),
-            wall_s=ended - backfill.backfill_timestamp,
+        return finished(
+            key,
+            days,
             submitted=backfill.backfill_timestamp,
             ended=ended,
+            quiet=(waited, seen, load_before),
+            watcher=watcher,
             runs=runs,
             problems=problems,
-            load_before=load_before,
-            load_during_mean=statistics.fmean(watcher.loads),
-            load_during_max=max(watcher.loads),
-            waited_s=waited,
-            other_work_seen=seen,
             rows=rows_per_day(lake),
             backfill_status=backfill.status.value,
             backfill_evaluations=evaluations,
@@ -441,20 +465,15 @@ def run_in_process(days: Sequence[str], scratch: Path, landing: Path) -> ModeRes
                 session.stop()
         runs = run_timings(instance, dg.RunsFilter(run_ids=[result.run_id]))
         problems = check_mode(instance, lake, days, runs)
-        return ModeResult(
-            key=BARE,
-            label=mode_label(BARE),
-            days=list(days),
-            wall_s=ended - started,
+        return finished(
+            BARE,
+            days,
             submitted=started,
             ended=ended,
+            quiet=(waited, seen, load_before),
+            watcher=watcher,
             runs=runs,
             problems=problems,
-            load_before=load_before,
-            load_during_mean=statistics.fmean(watcher.loads),
-            load_during_max=max(watcher.loads),
-            waited_s=waited,
-            other_work_seen=seen,
             rows=rows_per_day(lake),
             backfill_status="n/a (no backfill)",
         )
@@ -494,20 +513,15 @@ def run_bare_spark(days: Sequence[str], scratch: Path, landing: Path, timeout_s:
         ended = time.time()
     print("\n".join(line for line in completed.stdout.splitlines() if not line.startswith("[Stage")), flush=True)
     problems = [] if completed.returncode == 0 else [f"exited {completed.returncode}: {completed.stderr[-2000:]}"]
-    return ModeResult(
-        key=SPARK,
-        label=mode_label(SPARK),
-        days=list(days),
-        wall_s=ended - started,
+    return finished(
+        SPARK,
+        days,
         submitted=started,
         ended=ended,
+        quiet=(waited, seen, load_before),
+        watcher=watcher,
         runs=[],
         problems=problems,
-        load_before=load_before,
-        load_during_mean=statistics.fmean(watcher.loads),
-        load_during_max=max(watcher.loads),
-        waited_s=waited,
-        other_work_seen=seen,
         rows=parquet_rows_per_day(output),
         backfill_status="n/a (no backfill)",
         phases=bare_phases(completed.stdout),
