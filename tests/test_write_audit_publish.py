@@ -11,7 +11,7 @@ from pyiceberg.catalog.sql import SqlCatalog
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from batch_platform.audit import audit_check_specs, rows_satisfy, unique, write_audit_publish
+from batch_platform.audit import Audit, AuditOutcome, audit_check_specs, rows_satisfy, unique, write_audit_publish
 from batch_platform.lake import IcebergLakeResource, LakeTable, Lineage
 from batch_platform.partitions import daily_partitions
 from batch_platform.spark import SparkResource
@@ -94,6 +94,46 @@ def test_a_published_step_reports_where_its_time_went_per_phase_and_per_audit(
     assert all(isinstance(v, float) and v > 0 for v in per_audit.values()), per_audit
     # The phase's total is its audits' sum (each rounded to the millisecond).
     assert abs(sum(per_audit.values()) - phases["wap/audit_seconds"]) < 0.01
+
+
+PROBED = LakeTable(namespace="test", name="probed_payments", partition_column="payment_date", schema=PAYMENTS.schema)
+cached_while_auditing: list[int] = []
+
+
+def _persisted_rdds(df: Any) -> int:
+    return int(df.sparkSession.sparkContext._jsc.getPersistentRDDs().size())
+
+
+def _record_cache(df: Any) -> AuditOutcome:
+    cached_while_auditing.append(_persisted_rdds(df))
+    return AuditOutcome(failing_rows=0)
+
+
+CACHE_PROBE = Audit("cache_probe", "records how many RDDs Spark holds persisted while the audits run", _record_cache)
+PROBED_AUDITS = [unique("payment_id"), CACHE_PROBE]  # the probe after an audit that has read the staged rows
+
+
+@dg.asset(key=PROBED.asset_key, partitions_def=PARTITIONS, check_specs=audit_check_specs(PROBED, PROBED_AUDITS))
+def probed_payments(context: dg.AssetExecutionContext, lake: IcebergLakeResource, spark: SparkResource):  # type: ignore[no-untyped-def]
+    df = spark.session.createDataFrame(
+        _payments(context.partition_key, 20), "payment_date date, payment_id string, amount string"
+    )
+    yield from write_audit_publish(context, lake, spark, PROBED, df, PROBED_AUDITS)
+
+
+def test_audits_read_the_staged_files_without_pinning_the_steps_rows_in_spark_memory(
+    lake: IcebergLakeResource, spark_resource: SparkResource, spark: SparkSession
+) -> None:
+    # A cached copy of every staged column (the loan book's installments too) kept Spark's storage memory from the
+    # audits' own aggregations: a 23-day book chunk at scale 1 failed its uniqueness audit (docs/benchmarks.md).
+    persisted_before = spark.sparkContext._jsc.getPersistentRDDs().size()  # type: ignore[union-attr]
+    cached_while_auditing.clear()
+    result = dg.materialize(
+        [probed_payments], partition_key="2024-01-05", resources={"lake": lake, "spark": spark_resource}
+    )
+    assert result.success
+    assert cached_while_auditing == [persisted_before]
+    assert lake.read_arrow(PROBED, ["2024-01-05"]).num_rows == 20
 
 
 def test_a_passing_step_costs_one_catalog_commit_and_a_rerun_replaces_its_partition(
