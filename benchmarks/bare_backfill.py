@@ -33,6 +33,7 @@ from assets.lending.reporting import REPORTING_DATASETS
 from assets.lending.tables import LENDING_PARTITIONS, PARTITION, RAW_TABLES
 from batch_platform.datasets import LakeDataset, Step, run_transform
 from batch_platform.inputs import PartitionSelection
+from batch_platform.lake.selection import spark_filter
 from batch_platform.lake.spark_io import conform, spark_schema
 from batch_platform.lake.tables import LakeTable
 from batch_platform.pii import PiiTokenizer
@@ -58,17 +59,13 @@ class ParquetLake:
     def read(self, table: LakeTable, selection: PartitionSelection) -> DataFrame:
         """The selected days of a table (keys, a key range, or all of it), with the table's declared columns."""
         folder = self.folder(table)
-        if selection == [] or not folder.exists():
-            return self.spark.createDataFrame([], spark_schema(table.schema))
-        # Written through conform, so the files have the declared types (an empty chunk leaves no file to infer from).
         declared = spark_schema(table.schema)
+        if selection == [] or not folder.exists():
+            return self.spark.createDataFrame([], declared)
+        # Written through conform, so the files have the declared types (an empty chunk leaves no file to infer from).
         rows = self.spark.read.schema(declared).option("basePath", str(folder)).parquet(str(folder))
-        day = F.col(PARTITION)
-        if isinstance(selection, dg.PartitionKeyRange):
-            rows = rows.where(day.between(F.lit(selection.start).cast("date"), F.lit(selection.end).cast("date")))
-        elif selection is not None:
-            rows = rows.where(day.isin([date.fromisoformat(k) for k in selection]))
-        return conform(rows, table)
+        wanted = spark_filter(table, selection)
+        return conform(rows if wanted is None else rows.where(wanted), table)
 
     def write(self, table: LakeTable, rows: DataFrame) -> None:
         """Replace the partitions ``rows`` holds (Spark's dynamic partition overwrite), nothing else."""

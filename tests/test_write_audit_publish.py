@@ -100,12 +100,12 @@ PROBED = LakeTable(namespace="test", name="probed_payments", partition_column="p
 cached_while_auditing: list[int] = []
 
 
-def _persisted_rdds(df: Any) -> int:
-    return int(df.sparkSession.sparkContext._jsc.getPersistentRDDs().size())
+def _persisted_rdds(session: SparkSession) -> int:
+    return int(session.sparkContext._jsc.getPersistentRDDs().size())  # type: ignore[union-attr]
 
 
 def _record_cache(df: Any) -> AuditOutcome:
-    cached_while_auditing.append(_persisted_rdds(df))
+    cached_while_auditing.append(_persisted_rdds(df.sparkSession))
     return AuditOutcome(failing_rows=0)
 
 
@@ -126,7 +126,7 @@ def test_audits_read_the_staged_files_without_pinning_the_steps_rows_in_spark_me
 ) -> None:
     # A cached copy of every staged column (the loan book's installments too) kept Spark's storage memory from the
     # audits' own aggregations: a 23-day book chunk at scale 1 failed its uniqueness audit (docs/benchmarks.md).
-    persisted_before = spark.sparkContext._jsc.getPersistentRDDs().size()  # type: ignore[union-attr]
+    persisted_before = _persisted_rdds(spark)
     cached_while_auditing.clear()
     result = dg.materialize(
         [probed_payments], partition_key="2024-01-05", resources={"lake": lake, "spark": spark_resource}
