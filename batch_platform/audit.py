@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import dagster as dg
-from pyspark.sql import Column, DataFrame
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from batch_platform.lake import IcebergLakeResource, LakeTable, Lineage
+from batch_platform.lake import IcebergLakeResource, LakeTable, Lineage, WriteResult
 from batch_platform.partitions import partition_keys as keys_of
 from batch_platform.spark import SparkResource
 from batch_platform.test_hooks import pause_point
@@ -126,6 +126,114 @@ def audit_check_specs(table: LakeTable, audits: Sequence[Audit]) -> list[dg.Asse
     ]
 
 
+@dataclass
+class AuditedWrite:
+    """One write through write-audit-publish: what each audit found on the staged files and where they went."""
+
+    partition_keys: list[str] | None
+    outcomes: list[tuple[Audit, AuditOutcome, float]]  # (audit, outcome, seconds)
+    seconds: dict[str, float]
+    published: WriteResult | None = None  # None: a blocking audit failed and main was not changed
+    kept: dict[str, Any] = field(default_factory=dict)  # the audit branch holding the failed write
+
+    @property
+    def blocking_failures(self) -> list[str]:
+        return [f"{a.name} ({o.failing_rows} rows)" for a, o, _ in self.outcomes if a.blocking and not o.passed]
+
+
+def audit_and_commit(
+    lake: IcebergLakeResource,
+    session: SparkSession,
+    table: LakeTable,
+    df: DataFrame,
+    audits: Sequence[Audit],
+    *,
+    partition_keys: Sequence[str] | None,
+    lineage: Lineage,
+    inputs: Mapping[str, DataFrame] | None = None,
+) -> AuditedWrite:
+    """Stage ``df`` as Parquet files, run the audits on those files, and commit them to main if every blocking audit
+    passes, else to an audit branch. Reports nothing: ``report_writes`` turns a step's writes into its events."""
+    keys = list(partition_keys) if partition_keys else None
+    started = time.perf_counter()
+    write_id, staged = lake.stage_spark(session, table, df, partition_keys=keys, lineage=lineage)
+    pause_point("staged", table.identifier)  # test-only: inert unless a test arms it
+    files = lake.check_staged(table, staged, partition_keys=keys)
+    seconds = {"wap/stage_seconds": time.perf_counter() - started}
+    pause_point("audit", table.identifier)
+    # Not cached: each audit reads only the columns it needs from the staged Parquet files. Caching every column
+    # (the book's installments too) pinned the storage memory, and a 23-day chunk of the book at scale 1 then
+    # failed its uniqueness audit for lack of execution memory (docs/benchmarks.md, "Backfill").
+    audited = lake.read_staged(session, table, files)
+    outcomes: list[tuple[Audit, AuditOutcome, float]] = []
+    for audit in audits:
+        audit_started = time.perf_counter()
+        outcome = audit.evaluate(audited, **{name: (inputs or {})[name] for name in audit.reads})
+        outcomes.append((audit, outcome, time.perf_counter() - audit_started))
+    seconds["wap/audit_seconds"] = sum(s for _, _, s in outcomes)
+    write = AuditedWrite(keys, outcomes, seconds)
+    if write.blocking_failures:
+        branch = lake.create_audit_branch(table, lineage)
+        on_branch = lake.commit_files(table, write_id, files, partition_keys=keys, lineage=lineage, branch=branch)
+        write.kept = {"audit_branch": branch, "branch_snapshot_id": on_branch.snapshot_id}
+        return write
+    commit_started = time.perf_counter()
+    write.published = lake.commit_files(table, write_id, files, partition_keys=keys, lineage=lineage)
+    seconds["wap/commit_seconds"] = time.perf_counter() - commit_started
+    return write
+
+
+def _span(keys: Sequence[str] | None) -> str:
+    if not keys:
+        return "the table"
+    return keys[0] if len(keys) == 1 else f"{keys[0]}..{keys[-1]}"
+
+
+def report_writes(
+    table: LakeTable, writes: Sequence[AuditedWrite], *, asset_key: dg.AssetKey | None = None
+) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
+    """A step's consecutive writes to one table as the step's events: one check result per audit over all of them
+    and one materialization, or a failure naming what was committed before the write that failed (only the last
+    write can have failed: a step stops at the first)."""
+    failed = writes[-1] if writes and writes[-1].published is None else None
+    for index, (audit, _, _) in enumerate(writes[0].outcomes if writes else []):
+        found = [w.outcomes[index][1] for w in writes]
+        failing = [o for o in found if not o.passed]
+        yield dg.AssetCheckResult(
+            asset_key=table.asset_key,
+            check_name=audit.name,
+            passed=not failing,
+            severity=dg.AssetCheckSeverity.ERROR if audit.blocking else dg.AssetCheckSeverity.WARN,
+            metadata={
+                "failing_rows": sum(o.failing_rows for o in found),
+                "failing_sample": dg.MetadataValue.json([r for o in failing for r in o.sample][:SAMPLE_ROWS]),
+                "audit_seconds": round(sum(w.outcomes[index][2] for w in writes), 3),
+                **({"audit_branch": failed.kept["audit_branch"]} if failed else {}),
+                **{k: v for o in found for k, v in o.metadata.items()},
+            },
+        )
+    published = [w.published for w in writes if w.published is not None]
+    if failed is not None:
+        before = ""
+        if published:
+            committed = [k for w in writes[:-1] for k in w.partition_keys or []]
+            before = f" The run's earlier writes were committed ({_span(committed)}); re-running it replaces them."
+        raise dg.Failure(
+            description=(
+                f"{table.identifier}: audit failed for {_span(failed.partition_keys)}: "
+                f"{', '.join(failed.blocking_failures)}. Main was not changed by that write; its data is on branch "
+                f"{failed.kept['audit_branch']!r} for inspection.{before}"
+            ),
+            metadata=failed.kept,
+        )
+    seconds = {k: round(sum(w.seconds.get(k, 0.0) for w in writes), 3) for k in writes[0].seconds}
+    combined = WriteResult.combine(published)
+    metadata = {"iceberg/audited_rows": combined.rows, **seconds}
+    if len(writes) > 1:
+        metadata["wap/writes"] = len(writes)
+    yield dg.MaterializeResult(asset_key=asset_key, metadata=combined.materialize_result(**metadata).metadata)
+
+
 def write_audit_publish(
     context: dg.AssetExecutionContext,
     lake: IcebergLakeResource,
@@ -149,56 +257,14 @@ def write_audit_publish(
     most of a step), ``wap/audit_seconds`` and ``wap/commit_seconds`` on the materialization, each audit's own
     ``audit_seconds`` on its check.
     """
-    keys = keys_of(context) or None
-    lineage = Lineage.from_context(context, asset_key)
-    started = time.perf_counter()
-    write_id, staged = lake.stage_spark(spark.session, table, df, partition_keys=keys, lineage=lineage)
-    pause_point("staged", table.identifier)  # test-only: inert unless a test arms it
-    files = lake.check_staged(table, staged, partition_keys=keys)
-    seconds = {"wap/stage_seconds": time.perf_counter() - started}
-    pause_point("audit", table.identifier)
-    # Not cached: each audit reads only the columns it needs from the staged Parquet files. Caching every column
-    # (the book's installments too) pinned the storage memory, and a 23-day chunk of the book at scale 1 then
-    # failed its uniqueness audit for lack of execution memory (docs/benchmarks.md, "Backfill").
-    audited = lake.read_staged(spark.session, table, files)
-    outcomes: list[tuple[Audit, AuditOutcome, float]] = []
-    for audit in audits:
-        audit_started = time.perf_counter()
-        outcome = audit.evaluate(audited, **{name: (inputs or {})[name] for name in audit.reads})
-        outcomes.append((audit, outcome, time.perf_counter() - audit_started))
-    seconds["wap/audit_seconds"] = sum(s for _, _, s in outcomes)
-    blocking_failures = [f"{a.name} ({o.failing_rows} rows)" for a, o, _ in outcomes if a.blocking and not o.passed]
-    kept: dict[str, Any] = {}
-    if blocking_failures:
-        branch = lake.create_audit_branch(table, lineage)
-        on_branch = lake.commit_files(table, write_id, files, partition_keys=keys, lineage=lineage, branch=branch)
-        kept = {"audit_branch": branch, "branch_snapshot_id": on_branch.snapshot_id}
-    for audit, outcome, audit_seconds in outcomes:
-        yield dg.AssetCheckResult(
-            asset_key=table.asset_key,
-            check_name=audit.name,
-            passed=outcome.passed,
-            severity=dg.AssetCheckSeverity.ERROR if audit.blocking else dg.AssetCheckSeverity.WARN,
-            metadata={
-                "failing_rows": outcome.failing_rows,
-                "failing_sample": dg.MetadataValue.json(outcome.sample),
-                "audit_seconds": round(audit_seconds, 3),
-                **({"audit_branch": kept["audit_branch"]} if kept else {}),
-                **outcome.metadata,
-            },
-        )
-    if blocking_failures:
-        raise dg.Failure(
-            description=(
-                f"{table.identifier}: audit failed: {', '.join(blocking_failures)}. Main was not changed; the "
-                f"written data is on branch {kept['audit_branch']!r} for inspection."
-            ),
-            metadata=kept,
-        )
-    commit_started = time.perf_counter()
-    published = lake.commit_files(table, write_id, files, partition_keys=keys, lineage=lineage)
-    seconds["wap/commit_seconds"] = time.perf_counter() - commit_started
-    result = published.materialize_result(
-        **{"iceberg/audited_rows": published.rows}, **{k: round(v, 3) for k, v in seconds.items()}
+    write = audit_and_commit(
+        lake,
+        spark.session,
+        table,
+        df,
+        audits,
+        partition_keys=keys_of(context) or None,
+        lineage=Lineage.from_context(context, asset_key),
+        inputs=inputs,
     )
-    yield dg.MaterializeResult(asset_key=asset_key, metadata=result.metadata)
+    yield from report_writes(table, [write], asset_key=asset_key)

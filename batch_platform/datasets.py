@@ -19,7 +19,7 @@ thousand), whose step runs the selected datasets in dependency order.
 
 import inspect
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from graphlib import TopologicalSorter
 from typing import Any
 
@@ -28,7 +28,7 @@ from dagster import AssetExecutionContext
 from pyspark.sql import DataFrame, SparkSession
 
 from batch_platform.assets import column_schema
-from batch_platform.audit import Audit, audit_check_specs, write_audit_publish
+from batch_platform.audit import Audit, AuditedWrite, audit_and_commit, audit_check_specs, report_writes
 from batch_platform.compute import (
     COMPUTE_PROFILE_TAG,
     DAY_CHAIN_TAG,
@@ -40,9 +40,9 @@ from batch_platform.compute import (
     profile_tags,
 )
 from batch_platform.inputs import LakeInput
-from batch_platform.lake import IcebergLakeResource, LakeTable
+from batch_platform.lake import IcebergLakeResource, LakeTable, Lineage
 from batch_platform.lake.spark_io import spark_schema
-from batch_platform.partitions import partition_keys
+from batch_platform.partitions import in_writes_of, partition_keys
 from batch_platform.spark import SparkResource
 
 STEP_PARAMETER = "step"
@@ -86,6 +86,10 @@ class LakeDataset:
     extra_metadata: Mapping[str, Any] = field(default_factory=dict)
     # Assets that must be materialized first but are not read (a barrier); never a table the transform reads.
     ordering_deps: Sequence[dg.AssetDep] = ()
+    # A run over more partitions computes and commits them this many at a time, in order, each write reading what
+    # the one before committed: a day chain's long backfill is then one run (one launch, one Spark session, no
+    # daemon tick between its links) with the memory of one write (docs/benchmarks.md, "Backfill").
+    max_partitions_per_write: int | None = None
 
     def __post_init__(self) -> None:
         where = self.table.identifier
@@ -107,6 +111,13 @@ class LakeDataset:
             raise DatasetDeclarationError(f"{where}: inputs {duplicates} are declared twice; name them apart")
         for declared in self.inputs:
             declared.validate(self.table, self.partitions_def)
+        if self.max_partitions_per_write is not None and (
+            self.max_partitions_per_write < 1 or self.partitions_def is None
+        ):
+            raise DatasetDeclarationError(
+                f"{where}: max_partitions_per_write must be a positive number of partitions of a partitioned table "
+                f"(got {self.max_partitions_per_write!r})"
+            )
         get_profile(self.compute)  # an unknown profile fails here, naming the profiles there are
         parameters = inspect.signature(self.transform).parameters
         takes_all = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
@@ -241,12 +252,29 @@ def materialize_dataset(
     spark: SparkResource = context.resources.spark
     session = spark.session_for(context)
     keys = partition_keys(context)
+    # Checked once for the run: a later write of it reads the partitions the run's earlier writes just committed.
     check_required_inputs(context.instance, lake, dataset, keys)
-    frames = read_inputs(dataset, lake, session, keys)
-    result = run_transform(dataset, frames, Step(keys, session, context.resources))
-    yield from write_audit_publish(
-        context, lake, spark, dataset.table, result, dataset.audits, inputs=frames, asset_key=dataset.asset_key
-    )
+    lineage = Lineage.from_context(context, dataset.asset_key)
+    writes: list[AuditedWrite] = []
+    for write_keys in in_writes_of(keys, dataset.max_partitions_per_write):
+        frames = read_inputs(dataset, lake, session, write_keys)
+        result = run_transform(dataset, frames, Step(write_keys, session, context.resources))
+        write = audit_and_commit(
+            lake,
+            session,
+            dataset.table,
+            result,
+            dataset.audits,
+            partition_keys=write_keys,
+            lineage=replace(lineage, partition_keys=tuple(write_keys)),
+            inputs=frames,
+        )
+        writes.append(write)
+        if write.published is None:
+            break
+        if len(write_keys) < len(keys):
+            context.log.info(f"{dataset.table.identifier}: committed {write_keys[0]}..{write_keys[-1]}")
+    yield from report_writes(dataset.table, writes, asset_key=dataset.asset_key)
 
 
 def lake_dataset_asset(dataset: LakeDataset) -> dg.AssetsDefinition:

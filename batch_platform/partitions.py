@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import dagster as dg
 
 from batch_platform.business_calendar import BusinessCalendar
@@ -41,3 +43,11 @@ def business_day_partitions(
     the previous business day, which is what day-chained assets (a balance carried from yesterday) depend on.
     """
     return calendar.partitions_def(start_date, timezone=timezone, end_offset=end_offset)
+
+
+def in_writes_of(keys: Sequence[str], size: int | None) -> list[list[str]]:
+    """A step's partition keys in order, in consecutive groups of at most ``size`` (one group if None): the writes
+    of a run that covers more partitions than one write should hold in memory."""
+    ordered = sorted(keys)
+    step = size or len(ordered) or 1
+    return [ordered[i : i + step] for i in range(0, len(ordered), step)] or [[]]

@@ -4,6 +4,7 @@ partitions a step reads and the audits, and a declaration that contradicts itsel
 from __future__ import annotations
 
 from datetime import date
+from typing import Any
 
 import dagster as dg
 import pyarrow as pa
@@ -12,6 +13,7 @@ from dagster._core.definitions.assets.graph.asset_graph import AssetGraph
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from batch_platform.audit import rows_satisfy
 from batch_platform.datasets import DatasetDeclarationError, LakeDataset, Step, lake_dataset_asset
 from batch_platform.inputs import (
     HISTORY_PARTITIONS,
@@ -26,6 +28,7 @@ from batch_platform.inputs import (
     whole_table,
 )
 from batch_platform.lake import IcebergLakeResource, LakeTable, Lineage
+from batch_platform.lake.commit import SUMMARY_PARTITIONS
 from batch_platform.spark import SparkResource
 
 DAYS = dg.DailyPartitionsDefinition(start_date="2024-01-01", end_date="2024-02-01", fmt="%Y-%m-%d")
@@ -58,13 +61,14 @@ def running_balance(step: Step, events: DataFrame, before: DataFrame) -> DataFra
     return step.session.createDataFrame(rows, "day date, amount long")
 
 
-def balances(required: bool = True) -> LakeDataset:
+def balances(required: bool = True, **declaration: Any) -> LakeDataset:
     return LakeDataset(
         BALANCES,
         running_balance,
         inputs=[LakeInput(EVENTS, name="events"), LakeInput(BALANCES, previous(1), name="before", required=required)],
         partitions_def=DAYS,
         backfill_policy=dg.BackfillPolicy.single_run(),
+        **declaration,
     )
 
 
@@ -167,10 +171,15 @@ def write_events(lake: IcebergLakeResource, days: list[str]) -> None:
 
 
 def materialize(
-    lake: IcebergLakeResource, spark: SparkResource, first: str, last_day: str, instance: dg.DagsterInstance
+    lake: IcebergLakeResource,
+    spark: SparkResource,
+    first: str,
+    last_day: str,
+    instance: dg.DagsterInstance,
+    dataset: LakeDataset | None = None,
 ) -> dg.ExecuteInProcessResult:
     return dg.materialize(
-        [lake_dataset_asset(balances())],
+        [lake_dataset_asset(dataset or balances())],
         resources={"lake": lake, "spark": spark},
         instance=instance,
         tags={"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last_day},
@@ -196,3 +205,54 @@ def test_a_day_chained_dataset_starts_its_chain_empty_and_refuses_to_skip_a_day_
 
     assert materialize(lake, spark_resource, "2024-01-04", "2024-01-05", instance).success
     assert sorted(lake.read_arrow(BALANCES)["amount"].to_pylist()) == [10, 20, 30, 40]
+
+
+def written_partitions(lake: IcebergLakeResource, table: LakeTable) -> list[str]:
+    """The partitions of each commit to main that added rows, oldest first, from the snapshots' lineage."""
+    snapshots = lake.table(table).snapshots()
+    return [s.summary[SUMMARY_PARTITIONS] for s in snapshots if s.summary and s.summary.get("added-records")]
+
+
+def test_a_day_chain_run_longer_than_one_write_commits_in_order_each_write_carrying_from_the_one_before(
+    lake: IcebergLakeResource, spark_resource: SparkResource
+) -> None:
+    days = ["2024-01-01", "2024-01-02", "2024-01-03", "2024-01-04", "2024-01-05"]
+    write_events(lake, days)
+    result = materialize(
+        lake, spark_resource, days[0], days[-1], dg.DagsterInstance.ephemeral(), balances(max_partitions_per_write=2)
+    )
+
+    assert result.success
+    # Each write started from the balance the write before it committed: a write that read the table as the run
+    # found it would restart from nothing at 2024-01-03.
+    assert sorted(lake.read_arrow(BALANCES)["amount"].to_pylist()) == [10, 20, 30, 40, 50]
+    assert written_partitions(lake, BALANCES) == [
+        "2024-01-01,2024-01-02",
+        "2024-01-03,2024-01-04",
+        "2024-01-05",
+    ]
+    # One materialization per partition of the run, all with the step's metadata: the three writes as one.
+    materializations = result.asset_materializations_for_node(BALANCES.asset_key.to_python_identifier())
+    assert sorted(m.partition for m in materializations) == days
+    metadata = {k: v.value for k, v in materializations[0].metadata.items()}
+    assert metadata["dagster/row_count"] == 5 and metadata["wap/writes"] == 3
+
+
+def test_a_write_failing_its_audit_stops_the_run_and_keeps_what_the_writes_before_it_committed(
+    lake: IcebergLakeResource, spark_resource: SparkResource
+) -> None:
+    days = ["2024-01-01", "2024-01-02", "2024-01-03", "2024-01-04", "2024-01-05"]
+    write_events(lake, days)
+    below = rows_satisfy("below_35", "balances stay below 35", lambda: F.col("amount") < 35)
+    dataset = balances(max_partitions_per_write=2, audits=[below])
+    result = materialize(lake, spark_resource, days[0], days[-1], dg.DagsterInstance.ephemeral(), dataset)
+
+    assert not result.success
+    # The first write passed and is on main; the second (30, 40) failed on 40 and is not; the third never ran.
+    assert sorted(lake.read_arrow(BALANCES)["amount"].to_pylist()) == [10, 20]
+    failure = result.get_step_failure_events()[0].step_failure_data.error
+    assert failure is not None
+    assert "audit failed for 2024-01-03..2024-01-04: below_35 (1 rows)" in failure.message
+    assert "earlier writes were committed (2024-01-01..2024-01-02)" in failure.message
+    (check,) = result.get_asset_check_evaluations()
+    assert not check.passed and check.metadata["failing_rows"].value == 1

@@ -84,6 +84,24 @@ class WriteResult:
     def materialize_result(self, **metadata: Any) -> dg.MaterializeResult:
         return dg.MaterializeResult(metadata={**self.metadata(), **metadata})
 
+    @classmethod
+    def combine(cls, results: Sequence[WriteResult]) -> WriteResult:
+        """One step's consecutive writes to one table as one result: their rows, files and partitions added up, the
+        last one's snapshot (the table's state after the step)."""
+        if not results:
+            raise ValueError("no writes to combine")
+        last = results[-1]
+        return cls(
+            table=last.table,
+            snapshot_id=last.snapshot_id,
+            rows=sum(r.rows for r in results),
+            files=sum(r.files for r in results),
+            bytes=sum(r.bytes for r in results),
+            partitions=tuple(p for r in results for p in r.partitions),
+            attempts=max(r.attempts for r in results),
+            extra=last.extra,
+        )
+
 
 def partition_filter(table: LakeTable, partition_keys: Sequence[str] | None) -> BooleanExpression:
     """The rows a write of these partitions replaces: those partitions, or the whole table if it is unpartitioned."""
