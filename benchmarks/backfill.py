@@ -63,11 +63,10 @@ from dagster._core.storage.tags import (
 from pyspark.sql import SparkSession
 
 from assets.lending.contract import LENDING_START
-from assets.lending.core import CORE_BACKFILL
 from assets.lending.domain import lending_assets, lending_lake_tables
 from assets.lending.landing import LandingZone, LandingZoneResource, drop_prefix
 from assets.lending.simulator import simulate
-from assets.lending.tables import CORE_LOAN_DAILY_STATUS, LENDING_PARTITIONS
+from assets.lending.tables import BACKFILL, CORE_LOAN_DAILY_STATUS, LENDING_PARTITIONS
 from assets.lending.world import SimulationConfig
 from batch_platform.lake import IcebergLakeResource
 from batch_platform.pii import PiiTokenizer
@@ -505,7 +504,7 @@ def run_bare_spark(days: Sequence[str], scratch: Path, landing: Path, timeout_s:
     waited, seen = wait_for_quiet_machine()
     load_before = os.getloadavg()[0]
     argv = [sys.executable, "-m", "benchmarks.bare_backfill", "--landing", str(landing_dir), "--output", str(output)]
-    argv += ["--first", days[0], "--last", days[-1], "--chunk-days", str(CORE_BACKFILL.max_partitions_per_run)]
+    argv += ["--first", days[0], "--last", days[-1], "--chunk-days", str(BACKFILL.max_partitions_per_run)]
     watcher = Watcher()
     with watcher.watching():
         started = time.time()

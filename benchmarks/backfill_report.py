@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyiceberg
 import pyspark
 
-from assets.lending.core import CORE_BACKFILL
+from assets.lending.tables import BACKFILL, DAY_CHAIN_BACKFILL
 from batch_platform.spark import LOCAL_SPARK_CONFIG
 from benchmarks.backfill_results import (
     FIRST_DAY,
@@ -328,8 +328,9 @@ def markdown_section(
         "temporary DAGSTER_HOME with the project's dagster.yaml). The workspace loads "
         "`benchmarks/backfill_location.py`: the project's definitions less the landing and restatement sensors "
         "and the daily schedule, which would request the same raw partitions as the backfill; every other "
-        f"sensor runs. The lending assets' `BackfillPolicy.{policy_text()}` groups up to "
-        f"{CORE_BACKFILL.max_partitions_per_run} days per run.",
+        f"sensor runs. The lending assets' `BackfillPolicy` ({policy_text()}) groups up to "
+        f"{BACKFILL.max_partitions_per_run} days per run, {DAY_CHAIN_BACKFILL.max_partitions_per_run} for the day "
+        "chains (the raw load, the loan book).",
         "- **one run per partition**: the same, with the lending assets' BackfillPolicy removed, which makes "
         "Dagster's asset backfill launch one run per partition (its default). Measured on the first days only, "
         "next to the chosen policy on the same days; the full range is extrapolated.",
@@ -339,7 +340,7 @@ def markdown_section(
         f"- **bare PySpark job**: `benchmarks/bare_backfill.py` in a fresh process: one Spark session (driver "
         f"memory {BARE_DRIVER_MEMORY}), the landing drops read by Spark, then every table's own transform "
         "(`LakeDataset.transform`) on what its declared inputs select, in chunks of "
-        f"{CORE_BACKFILL.max_partitions_per_run} days, into plain Parquet folders. No Dagster run, no Iceberg, no "
+        f"{BACKFILL.max_partitions_per_run} days, into plain Parquet folders. No Dagster run, no Iceberg, no "
         "audit, no write-audit-publish, no row checks in raw: the platform's compute without the platform.",
         "",
         "Columns: **wall s** from the backfill's submission to its end (Dagster's own timestamps: "

@@ -13,8 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from assets.lending.contract import LENDING_START
-from assets.lending.core import CORE_BACKFILL
-from assets.lending.tables import CORE_LOAN_DAILY_STATUS
+from assets.lending.tables import BACKFILL, CORE_LOAN_DAILY_STATUS, DAY_CHAIN_BACKFILL, DAYS_PER_WRITE
 
 STATUS_ASSET = CORE_LOAN_DAILY_STATUS.asset_key.to_user_string()
 SEED = 7
@@ -26,7 +25,10 @@ MODES = (POLICY, POLICY_SMALL, PER_PARTITION, BARE, SPARK)
 
 
 def policy_text() -> str:
-    return f"multi_run(max_partitions_per_run={CORE_BACKFILL.max_partitions_per_run})"
+    return (
+        f"multi_run(max_partitions_per_run={BACKFILL.max_partitions_per_run}), day chains "
+        f"{DAY_CHAIN_BACKFILL.max_partitions_per_run} written {DAYS_PER_WRITE} at a time"
+    )
 
 
 def mode_label(key: str) -> str:

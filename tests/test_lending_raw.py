@@ -38,7 +38,7 @@ from assets.lending.simulator import SimulationConfig, build_drop, simulate, wri
 from assets.lending.tables import LENDING_PARTITIONS, RAW_QUARANTINE, RAW_TABLES
 from assets.lending.world import World
 from batch_platform.lake import IcebergLakeResource, LakeTable
-from batch_platform.lake.commit import SUMMARY_RUN_ID
+from batch_platform.lake.commit import SUMMARY_PARTITIONS, SUMMARY_RUN_ID
 
 CONFIG = SimulationConfig(seed=7, start=date(2023, 1, 3), scale=0.05)
 DAY = date(2023, 3, 1)  # the book is two months old: every dataset but merchants and charge-offs has rows
@@ -231,6 +231,54 @@ def test_other_partitions_are_left_alone(lake: IcebergLakeResource, landing_root
     assert materialize(lake, landing_root, NEXT_DAY.isoformat()).success
     assert raw_partition(lake, RAW_TABLES["payments"]).num_rows == day_one
     assert raw_partition(lake, RAW_TABLES["payments"], NEXT_DAY.isoformat()).num_rows > 0
+
+
+def materialize_range(
+    lake: IcebergLakeResource, landing_root: Path, first: date, last: date
+) -> dg.ExecuteInProcessResult:
+    return dg.materialize(
+        [raw_landing_drop],
+        resources={"lake": lake, "landing": LandingZoneResource(uri=str(landing_root))},
+        instance=dg.DagsterInstance.ephemeral(),
+        tags={"dagster/asset_partition_range_start": str(first), "dagster/asset_partition_range_end": str(last)},
+        raise_on_error=False,
+    )
+
+
+def commits_of(lake: IcebergLakeResource, table: LakeTable) -> list[str]:
+    """The partitions each commit of the table wrote, oldest first."""
+    return [s.summary[SUMMARY_PARTITIONS] for s in lake.load(table).metadata.snapshots if s.summary is not None]
+
+
+def test_a_run_longer_than_one_write_loads_its_drops_a_write_at_a_time_and_reports_them_as_one(
+    lake: IcebergLakeResource, landing_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(raw, "DAYS_PER_WRITE", 1)
+    result = materialize_range(lake, landing_root, DAY, NEXT_DAY)
+
+    assert result.success
+    assert check_results(result) == dict.fromkeys(DATASETS, True)
+    for table in [RAW_TABLES[d] for d in ("applications", "loans", "payments")]:  # rows on both days
+        assert commits_of(lake, table) == [str(DAY), str(NEXT_DAY)], table.identifier
+    payments = result.asset_materializations_for_node(raw_landing_drop.op.name)
+    payments = [m for m in payments if m.asset_key == RAW_TABLES["payments"].asset_key]
+    assert sorted(str(m.partition) for m in payments) == [str(DAY), str(NEXT_DAY)]
+    metadata = payments[0].metadata
+    both_days = lake.read_arrow(RAW_TABLES["payments"], [str(DAY), str(NEXT_DAY)]).num_rows
+    assert metadata["dagster/row_count"].value == both_days > 0
+
+
+def test_a_bad_drop_in_a_later_write_fails_the_run_naming_the_days_its_earlier_writes_loaded(
+    lake: IcebergLakeResource, landing_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(raw, "DAYS_PER_WRITE", 2)
+    result = materialize_range(lake, landing_root, DAY, NO_DROP_DAY)
+
+    message = failure_message(result)
+    assert f"No complete drop exists for business date {NO_DROP_DAY}" in message
+    assert f"This run had already loaded {DAY}..{NEXT_DAY}; re-running it replaces them." in message
+    assert commits_of(lake, RAW_TABLES["payments"]) == [f"{DAY},{NEXT_DAY}"]
+    assert raw_partition(lake, RAW_TABLES["payments"], str(NO_DROP_DAY)).num_rows == 0
 
 
 def test_a_correction_drop_replaces_the_partition_with_the_new_versions_rows(

@@ -15,6 +15,7 @@ from pyspark.sql import functions as F
 from assets.lending.contract import MAX_APR_BPS, MONEY_SQL, previous_business_day
 from assets.lending.loan_book import STATUS_AUDITS, loan_daily_status_frame, money_sum, refusal, zero_money
 from assets.lending.tables import (
+    BACKFILL,
     CORE_APPLICATIONS,
     CORE_CHARGE_OFFS,
     CORE_CLOSED_LOANS,
@@ -27,6 +28,8 @@ from assets.lending.tables import (
     CORE_RECOVERIES,
     CORE_REFUNDS,
     CORE_REPAYMENT_SCHEDULE,
+    DAY_CHAIN_BACKFILL,
+    DAYS_PER_WRITE,
     LENDING_PARTITIONS,
     OPEN_STATUSES,
     PARTITION,
@@ -39,8 +42,6 @@ from batch_platform.lake import LakeTable
 from batch_platform.pii import PiiTokenizer
 
 MONEY = MONEY_SQL
-# A multi-partition backfill run processes up to a month of business days in one Spark job and one commit.
-CORE_BACKFILL = dg.BackfillPolicy.multi_run(max_partitions_per_run=23)
 
 
 def cents_to_money(column: str) -> Column:
@@ -68,8 +69,7 @@ def core_dataset(
         inputs=inputs,
         audits=audits,
         partitions_def=LENDING_PARTITIONS,
-        backfill_policy=CORE_BACKFILL,
-        **declaration,
+        **{"backfill_policy": BACKFILL, **declaration},
     )
 
 
@@ -310,7 +310,7 @@ _BOOK_DAY_INPUTS = [
     partitions_def=LENDING_PARTITIONS,
     deps=_BOOK_DAY_INPUTS,
     group_name="core",
-    backfill_policy=CORE_BACKFILL,
+    backfill_policy=BACKFILL,
     description="A barrier, no table: every input of the loan book for the day is published.",
 )
 def loan_book_inputs() -> dg.MaterializeResult:
@@ -333,6 +333,8 @@ LOAN_DAILY_STATUS = core_dataset(
     STATUS_AUDITS,
     ordering_deps=[dg.AssetDep(LOAN_BOOK_INPUTS)],  # see LOAN_BOOK_INPUTS
     compute="medium",
+    backfill_policy=DAY_CHAIN_BACKFILL,
+    max_partitions_per_write=DAYS_PER_WRITE,
 )
 
 

@@ -14,7 +14,7 @@ One run loads one business date, from the latest complete version of its drop:
 
 import json
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date
 from typing import Any
 
@@ -62,15 +62,22 @@ from assets.lending.raw_rules import (
     held_back_check_results,
     held_back_check_specs,
 )
-from assets.lending.tables import LENDING_PARTITIONS, PARTITION, RAW_QUARANTINE, RAW_TABLES
+from assets.lending.tables import (
+    DAY_CHAIN_BACKFILL,
+    DAYS_PER_WRITE,
+    LENDING_PARTITIONS,
+    PARTITION,
+    RAW_QUARANTINE,
+    RAW_TABLES,
+)
 from assets.lending.world import TERMS_MONTHS
 from batch_platform.assets import column_schema
 from batch_platform.compute import COMPUTE_PROFILE_TAG, DAY_CHAIN_TAG, DEFAULT_PROFILE, profile_tags
 from batch_platform.domain import domain_pool
 from batch_platform.inputs import LakeInput, before_this_partition
-from batch_platform.lake import IcebergLakeResource, LakeTable, Lineage
+from batch_platform.lake import IcebergLakeResource, LakeTable, Lineage, WriteResult
 from batch_platform.lake.selection import PartitionSelection
-from batch_platform.partitions import partition_keys
+from batch_platform.partitions import in_writes_of, partition_keys
 
 # One step writes every raw table, so they share one pool (limit 1 by default): two runs never replace the same
 # raw partition at once. The tables' own pools have no other writer.
@@ -551,8 +558,8 @@ def _selection(declared: LakeInput, keys: Sequence[str]) -> PartitionSelection:
     return declared.selection(declared.table, LENDING_PARTITIONS, keys)
 
 
-def _lineage(context: dg.AssetExecutionContext, table: LakeTable) -> Lineage:
-    return Lineage.from_context(context, asset_key=table.asset_key)
+def _lineage(context: dg.AssetExecutionContext, table: LakeTable, keys: Sequence[str]) -> Lineage:
+    return replace(Lineage.from_context(context, asset_key=table.asset_key), partition_keys=tuple(keys))
 
 
 @dataclass(frozen=True)
@@ -638,7 +645,7 @@ def _load_days(
     ]
     + held_back_check_specs(),
     partitions_def=LENDING_PARTITIONS,
-    backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=23),
+    backfill_policy=DAY_CHAIN_BACKFILL,
     can_subset=False,
     pool=RAW_LANDING_POOL,
     # A day's hold-backs read the days before it: the raw load is the root of the lender's day chain.
@@ -647,15 +654,56 @@ def _load_days(
 def raw_landing_drop(
     context: dg.AssetExecutionContext, lake: IcebergLakeResource, landing: LandingZoneResource
 ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
-    keys = sorted(partition_keys(context))
-    # Every drop of the run is verified before anything is written: one bad day fails the run with the lake as it was.
-    days = _load_days(context, lake, landing, keys)
+    days: list[_LoadedDay] = []
+    written: dict[str, list[WriteResult]] = {t.identifier: [] for t in (RAW_QUARANTINE, *RAW_TABLES.values())}
+    # A month of drops per write, in order: a backfill run of months holds one month in memory, and each month's
+    # volume history and parents include the months the run wrote before it.
+    for keys in in_writes_of(partition_keys(context), DAYS_PER_WRITE):
+        try:
+            loaded = _load_days(context, lake, landing, keys)
+        except dg.Failure as failure:
+            if not days:
+                raise
+            raise dg.Failure(
+                description=(
+                    f"{failure.description}\nThis run had already loaded {days[0].business_date}.."
+                    f"{days[-1].business_date}; re-running it replaces them."
+                ),
+                metadata=failure.metadata,
+            ) from failure
+        for table, result in _write_days(context, lake, keys, loaded):
+            written[table.identifier].append(result)
+        days += loaded
+    yield from _loaded_results(days, {t: WriteResult.combine(r) for t, r in written.items()})
 
+
+def _write_days(
+    context: dg.AssetExecutionContext, lake: IcebergLakeResource, keys: Sequence[str], days: Sequence[_LoadedDay]
+) -> Iterator[tuple[LakeTable, WriteResult]]:
+    """The verified drops of ``keys`` into the quarantine and each raw table: one commit per table."""
     # Replaced even when empty: a fixed re-delivery must clear the quarantine rows of the version before it.
     quarantine = pa.concat_tables(
         [quarantine_rows(list(d.parsed.values()), d.business_date, d.drop.version) for d in days]
     )
-    kept = lake.write_arrow(RAW_QUARANTINE, quarantine, partition_keys=keys, lineage=_lineage(context, RAW_QUARANTINE))
+    yield (
+        RAW_QUARANTINE,
+        lake.write_arrow(
+            RAW_QUARANTINE, quarantine, partition_keys=keys, lineage=_lineage(context, RAW_QUARANTINE, keys)
+        ),
+    )
+    # One commit per table for all the write's days: a run that dies midway leaves some tables on the new version and
+    # yields no check results for the rest; re-running the partitions completes it (every write replaces them).
+    for dataset in DATASETS:
+        table = RAW_TABLES[dataset]
+        rows = pa.concat_tables([raw_rows(d.parsed[dataset], d.business_date, d.drop.version) for d in days])
+        yield table, lake.write_arrow(table, rows, partition_keys=keys, lineage=_lineage(context, table, keys))
+
+
+def _loaded_results(
+    days: Sequence[_LoadedDay], written: Mapping[str, WriteResult]
+) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
+    """The run's materializations and checks, from what its writes committed (by table identifier)."""
+    kept = written[RAW_QUARANTINE.identifier]
     yield dg.MaterializeResult(
         asset_key=RAW_QUARANTINE.asset_key,
         metadata={
@@ -664,21 +712,14 @@ def raw_landing_drop(
             **{f"quarantined/{ds}": sum(len(d.parsed[ds].quarantined) for d in days) for ds in DATASETS},
         },
     )
-
-    # One commit per table for all the run's days: a run that dies midway leaves some tables on the new version and
-    # yields no check results for the rest; re-running the partitions completes it (every write replaces them).
-    loaded: dict[str, int] = {}
     for dataset in DATASETS:
         table = RAW_TABLES[dataset]
-        rows = pa.concat_tables([raw_rows(d.parsed[dataset], d.business_date, d.drop.version) for d in days])
-        result = lake.write_arrow(table, rows, partition_keys=keys, lineage=_lineage(context, table))
-        loaded[dataset] = result.rows
         quarantined = [q for d in days for q in d.parsed[dataset].quarantined.values()]
         reasons = [r for rs in quarantined[:MAX_REASONS_IN_METADATA] for r in rs]
         yield dg.MaterializeResult(
             asset_key=table.asset_key,
             metadata={
-                **result.metadata(),
+                **written[table.identifier].metadata(),
                 "landing/drops": dg.MetadataValue.json([d.drop.prefix for d in days]),
                 "landing/drop_versions": dg.MetadataValue.json({str(d.business_date): d.drop.version for d in days}),
                 "landing/manifest_rows": sum(d.drop.rows(dataset) for d in days),
@@ -694,17 +735,19 @@ def raw_landing_drop(
         )
 
     # Counted from the commits (rows the snapshots added), not from what this step meant to write.
-    quarantine_committed = kept.rows == quarantine.num_rows
+    quarantine_rows_meant = sum(len(d.parsed[ds].quarantined) for d in days for ds in DATASETS)
+    quarantine_committed = kept.rows == quarantine_rows_meant
     for dataset in DATASETS:
         manifest_rows = sum(d.drop.rows(dataset) for d in days)
         quarantined_rows = sum(len(d.parsed[dataset].quarantined) for d in days)
         yield dg.AssetCheckResult(
             asset_key=RAW_TABLES[dataset].asset_key,
             check_name=ROWS_MATCH_MANIFEST,
-            passed=quarantine_committed and loaded[dataset] + quarantined_rows == manifest_rows,
+            passed=quarantine_committed
+            and written[RAW_TABLES[dataset].identifier].rows + quarantined_rows == manifest_rows,
             metadata={
                 "manifest_rows": manifest_rows,
-                "loaded_rows": loaded[dataset],
+                "loaded_rows": written[RAW_TABLES[dataset].identifier].rows,
                 "quarantined_rows": quarantined_rows,
                 "quarantine_committed": quarantine_committed,
                 "drop_versions": dg.MetadataValue.json({str(d.business_date): d.drop.version for d in days}),

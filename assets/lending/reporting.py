@@ -18,7 +18,6 @@ Conventions shared by the three tables:
 
 from collections.abc import Callable
 
-import dagster as dg
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
@@ -26,6 +25,7 @@ from assets.lending.contract import MONEY_SQL
 from assets.lending.dataset_specs import lending_spec_assets
 from assets.lending.loan_book import days_frame
 from assets.lending.tables import (
+    BACKFILL,
     CORE_CLOSED_LOANS,
     CORE_LOAN_DAILY_STATUS,
     LENDING_PARTITIONS,
@@ -41,8 +41,6 @@ from batch_platform.inputs import LakeInput, up_to_this_partition
 from batch_platform.lake import LakeTable
 
 assert set(OPEN_STATUSES) < set(LOAN_STATUSES), "open statuses must be declared loan statuses"
-
-BACKFILL_POLICY = dg.BackfillPolicy.multi_run(max_partitions_per_run=23)
 
 PORTFOLIO_GROUPS = (PARTITION, "vintage_month", "term_months", "risk_band", "merchant_category", "dpd_bucket")
 BALANCE_COLUMNS = (
@@ -191,7 +189,7 @@ def reporting_dataset(
         ],
         audits=audits,
         partitions_def=LENDING_PARTITIONS,
-        backfill_policy=BACKFILL_POLICY,
+        backfill_policy=BACKFILL,
         compute=compute,
     )
 

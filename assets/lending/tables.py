@@ -8,6 +8,7 @@ arrived.
 
 from __future__ import annotations
 
+import dagster as dg
 import pyarrow as pa
 
 from assets.lending.contract import DATASETS, LENDING_CALENDAR, LENDING_START, MONEY, SCHEMAS
@@ -436,3 +437,13 @@ REPORTING_MERCHANT_PERFORMANCE = LakeTable(
 # still open (end_offset=1), so it can be loaded the same night. Federal Reserve holidays are no partitions.
 LENDING_TIMEZONE = "America/New_York"
 LENDING_PARTITIONS = LENDING_CALENDAR.partitions_def(LENDING_START, timezone=LENDING_TIMEZONE, end_offset=1)
+
+# A backfill run of a lending table covers up to a month of business days: one Spark job, one commit.
+DAYS_PER_WRITE = 23
+BACKFILL = dg.BackfillPolicy.multi_run(max_partitions_per_run=DAYS_PER_WRITE)
+# A day chain's runs (the raw load, the loan book) can only go one after another, and each link of the chain cost a
+# daemon tick, a launch and a Spark start (about a minute) on top of its work: their backfill runs cover four
+# months, written a month at a time, so a year is four links instead of sixteen (docs/benchmarks.md, "Backfill").
+# Their compute profile's max runtime must cover four writes.
+DAY_CHAIN_DAYS_PER_RUN = 4 * DAYS_PER_WRITE
+DAY_CHAIN_BACKFILL = dg.BackfillPolicy.multi_run(max_partitions_per_run=DAY_CHAIN_DAYS_PER_RUN)
