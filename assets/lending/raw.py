@@ -1,10 +1,12 @@
 """The raw layer: a business day's landing drop loaded into ``raw.<dataset>`` tables, bad rows into a quarantine.
 
-One run loads one business date, from the latest complete version of its drop:
+A run loads its business dates a month at a time (one write; a backfill run covers up to four), each day from the
+latest complete version of its drop:
 
-1. Verify the whole drop before writing anything: every file the manifest lists exists with the manifest's size
+1. Verify the write's drops before writing anything: every file the manifest lists exists with the manifest's size
    and SHA-256, parses as Parquet, has the manifest's row count and every column of its dataset. Any problem fails
-   the run and the lake is untouched: a drop that is wrong as a whole must be re-delivered, not half-loaded.
+   the run with the write's days untouched (the failure names the days the run's earlier writes loaded): a drop
+   that is wrong as a whole must be re-delivered, not half-loaded.
 2. Parse and validate rows: a column of another type than the contract is cast value by value, then the rules of
    ``RULES`` apply. A row that fails goes to ``raw.quarantine`` with its reasons; the others load. Bad rows are a
    producer's problem to fix in the next version, and should not hold back the day's good rows.
@@ -570,6 +572,16 @@ class _LoadedDay:
     held_back: dict[str, int]  # rows quarantined because a row they refer to is, per dataset
     accepted_anomalies: list[str]  # volume anomalies the manifest declared expected
 
+    def without_rows(self) -> "_LoadedDay":
+        """What the run's results still need once the day is written (counts, reasons), not its rows: a run of
+        months keeps one month's rows in memory."""
+        empty = np.zeros(0, np.int64)
+        parsed = {
+            d: replace(p, rows=p.rows.schema.empty_table(), records={}, row_numbers=empty)
+            for d, p in self.parsed.items()
+        }
+        return replace(self, parsed=parsed)
+
 
 def _load_day(
     context: dg.AssetExecutionContext,
@@ -604,7 +616,8 @@ def _load_day(
 def _load_days(
     context: dg.AssetExecutionContext, lake: IcebergLakeResource, landing: LandingZoneResource, keys: Sequence[str]
 ) -> list[_LoadedDay]:
-    """Every drop of the run, in date order (each day's history includes the run's days before it), or a Failure."""
+    """Every drop of ``keys``, in date order (each day's history includes the days before it, the lake's and the
+    run's earlier writes'), or a Failure."""
     volumes = RecentVolumes.from_lake(
         lake,
         {d: _selection(VOLUME_HISTORY[d], keys) for d in DATASETS},
@@ -673,7 +686,7 @@ def raw_landing_drop(
             ) from failure
         for table, result in _write_days(context, lake, keys, loaded):
             written[table.identifier].append(result)
-        days += loaded
+        days += [d.without_rows() for d in loaded]
     yield from _loaded_results(days, {t: WriteResult.combine(r) for t, r in written.items()})
 
 
