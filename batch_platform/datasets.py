@@ -87,8 +87,8 @@ class LakeDataset:
     # Assets that must be materialized first but are not read (a barrier); never a table the transform reads.
     ordering_deps: Sequence[dg.AssetDep] = ()
     # A run over more partitions computes and commits them this many at a time, in order, each write reading what
-    # the one before committed: a day chain's long backfill is then one run (one launch, one Spark session, no
-    # daemon tick between its links) with the memory of one write (docs/benchmarks.md, "Backfill").
+    # the one before committed: a day chain's backfill then needs few runs (each a launch, a Spark start and a
+    # daemon tick between links) with the memory of one write (docs/benchmarks.md, "Backfill").
     max_partitions_per_write: int | None = None
 
     def __post_init__(self) -> None:

@@ -62,14 +62,16 @@ def core_dataset(
     audits: Sequence[Audit],
     **declaration: Any,
 ) -> LakeDataset:
-    """A core table of the lending calendar, written through write-audit-publish, a month of days per backfill run."""
+    """A core table of the lending calendar, written through write-audit-publish, a month of days per backfill run
+    unless the declaration says otherwise (a day chain)."""
+    declaration.setdefault("backfill_policy", BACKFILL)
     return LakeDataset(
         table,
         transform,
         inputs=inputs,
         audits=audits,
         partitions_def=LENDING_PARTITIONS,
-        **{"backfill_policy": BACKFILL, **declaration},
+        **declaration,
     )
 
 
