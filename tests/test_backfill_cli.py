@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import dagster as dg
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
-from dagster._core.execution.backfill import BulkActionsFilter, BulkActionStatus
+from dagster._core.execution.backfill import BulkActionStatus, PartitionBackfill
 from dagster._core.storage.tags import (
     ASSET_PARTITION_RANGE_END_TAG,
     ASSET_PARTITION_RANGE_START_TAG,
@@ -240,8 +241,14 @@ def test_a_graphql_error_is_reported_with_dagsters_message(lending_backfill: Len
 
 
 # -- restatement, on the same stack after the backfill (last: it changes the landing) -------------------------------
+# Two producers restate two days at once: a payments correction and a merchant moved to another category. The
+# restatement sensor (running by default under the daemon) must react alone and rebuild each restated day and every
+# later one; the result must equal a new lake built from the landing as it now is. One full rebuild serves both
+# restatements (a rebuild is minutes on 2 cores; one per restatement doubled the module's time).
 
 RESTATED_TABLES = [
+    CORE_MERCHANTS,
+    CORE_LOANS,
     CORE_PAYMENTS,
     CORE_LOAN_DAILY_STATUS,
     CORE_LEDGER_ENTRIES,
@@ -253,67 +260,9 @@ SENSOR_TIMEOUT_S = 240.0
 RESTATEMENT_TIMEOUT_S = 900.0
 
 
-def _full_rebuild(
-    lending_backfill: LendingBackfill, spark_resource: SparkResource, tmp_path: Path
-) -> IcebergLakeResource:
-    """From scratch: a new lake built over the landing as it is now, the lender's whole history in one range run."""
-    rebuilt = IcebergLakeResource(data_dir=str(tmp_path / "rebuild"))
-    result = dg.materialize(
-        lending.registered_assets(),
-        resources={**lending_resources(lending_backfill.stack, spark_resource), "lake": rebuilt},
-        instance=dg.DagsterInstance.ephemeral(),
-        tags={
-            ASSET_PARTITION_RANGE_START_TAG: HISTORY_FIRST_DAY.isoformat(),
-            ASSET_PARTITION_RANGE_END_TAG: lending_backfill.days[-1].isoformat(),
-        },
-    )
-    assert result.success
-    return rebuilt
-
-
-def _backfill_tagged(instance: dg.DagsterInstance, key: str, value: str) -> str:
-    deadline = time.monotonic() + SENSOR_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if found := instance.get_backfills(filters=BulkActionsFilter(tags={key: value})):
-            assert len(found) == 1, "one correction, one backfill"
-            return found[0].backfill_id
-        time.sleep(2)
-    raise AssertionError(f"no backfill tagged {key}={value} within {SENSOR_TIMEOUT_S} s")
-
-
-def test_a_corrected_day_flows_through_one_sensor_backfill_to_tables_equal_to_a_full_rebuild(
-    lending_backfill: LendingBackfill, spark_resource: SparkResource, tmp_path: Path
-) -> None:
-    stack, days = lending_backfill.stack, lending_backfill.days
-    lake = IcebergLakeResource(data_dir=str(stack.data_dir))
-    payments_before = table_rows(lake, CORE_PAYMENTS)
-
-    # Day 3 of the 10 is restated; the restatement sensor (running by default under the daemon) must react alone.
-    correction = write_correction(SIMULATION, days[2], lending_backfill.landing)
-    instance = stack.instance()
-    backfill_id = _backfill_tagged(instance, RESTATEMENT_TAG, correction.prefix)
-    backfill = stack.wait_backfill(backfill_id, RESTATEMENT_TIMEOUT_S)
-    assert backfill.status == BulkActionStatus.COMPLETED_SUCCESS, stack.log_tails()
-    target = backfill.asset_backfill_data.target_subset if backfill.asset_backfill_data else None
-    assert target is not None
-    chained = target.get_partitions_subset(CORE_LOAN_DAILY_STATUS.asset_key).get_partition_keys()
-    assert sorted(chained) == [d.isoformat() for d in days[2:]]  # day 3 and every later day of the loan book
-    # The raw load of a day reads the quarantine and raw tables of the days before it (what they hold back), so
-    # every later day's load is re-judged too, and with it every later day downstream.
-    later = [d.isoformat() for d in days[2:]]
-    assert sorted(target.get_partitions_subset(RAW_TABLES["loans"].asset_key).get_partition_keys()) == later
-    assert sorted(target.get_partitions_subset(CORE_LOANS.asset_key).get_partition_keys()) == later
-
-    rebuilt = _full_rebuild(lending_backfill, spark_resource, tmp_path)
-    for table in RESTATED_TABLES:
-        assert table_rows(lake, table) == table_rows(rebuilt, table), f"{table.identifier} differs from a full rebuild"
-    # The correction changed the data (reversed and fixed payments): equality is not the old state read twice.
-    assert table_rows(lake, CORE_PAYMENTS) != payments_before
-
-
 def _merchant_restatement(landing: LandingZone, days: list[date]) -> tuple[date, dict[str, pa.Table], set[int]]:
-    """The first backfill day that onboards a merchant later days' loans use, and its drop with those merchants
-    moved to another category (what a producer restating a miscategorized merchant sends)."""
+    """The first of ``days`` that onboards a merchant later days' loans use, and its drop with those merchants moved
+    to another category (what a producer restating a miscategorized merchant sends)."""
     for index, day in enumerate(days[:-1]):
         tables = read_drop(landing, day)
         onboarded = set(tables["merchants"].column("merchant_id").to_pylist())
@@ -334,30 +283,130 @@ def _merchant_restatement(landing: LandingZone, days: list[date]) -> tuple[date,
     raise AssertionError("no backfill day onboards a merchant that later loans use: choose another simulation")
 
 
-def test_a_restated_merchant_category_reaches_later_days_loans_and_merchant_performance_as_a_full_rebuild_would(
+@dataclass(frozen=True)
+class Restatement:
+    """The stack after two restated drops went through the sensor's backfills, and a full rebuild to compare with."""
+
+    lake: IcebergLakeResource
+    rebuilt: IcebergLakeResource
+    first_day: date  # the earliest restated day
+    backfills: list[PartitionBackfill]
+    payments_before: Counter[tuple[object, ...]]
+    merchant_day: date
+    merchant_tables: dict[str, pa.Table]
+    moved_merchants: set[int]
+
+
+def _backfills_covering(instance: dg.DagsterInstance, prefixes: set[str]) -> list[PartitionBackfill]:
+    """The restatement backfills whose tags name ``prefixes``, once every prefix is named (one sensor tick may see
+    both drops, or each its own), each named by exactly one backfill."""
+    deadline = time.monotonic() + SENSOR_TIMEOUT_S
+    while time.monotonic() < deadline:
+        backfills = [b for b in instance.get_backfills() if RESTATEMENT_TAG in b.tags]
+        named = Counter(p for b in backfills for p in b.tags[RESTATEMENT_TAG].split(","))
+        if set(named) >= prefixes:
+            assert all(named[p] == 1 for p in prefixes), f"a restated drop in several backfills: {named}"
+            return backfills
+        time.sleep(2)
+    raise AssertionError(f"no restatement backfill names {sorted(prefixes)} within {SENSOR_TIMEOUT_S} s")
+
+
+def _full_rebuild(
     lending_backfill: LendingBackfill, spark_resource: SparkResource, tmp_path: Path
-) -> None:
+) -> IcebergLakeResource:
+    """From scratch: a new lake built over the landing as it is now, the lender's whole history in one range run."""
+    rebuilt = IcebergLakeResource(data_dir=str(tmp_path / "rebuild"))
+    result = dg.materialize(
+        lending.registered_assets(),
+        resources={**lending_resources(lending_backfill.stack, spark_resource), "lake": rebuilt},
+        instance=dg.DagsterInstance.ephemeral(),
+        tags={
+            ASSET_PARTITION_RANGE_START_TAG: HISTORY_FIRST_DAY.isoformat(),
+            ASSET_PARTITION_RANGE_END_TAG: lending_backfill.days[-1].isoformat(),
+        },
+    )
+    assert result.success
+    return rebuilt
+
+
+@pytest.fixture(scope="module")
+def restatement(
+    lending_backfill: LendingBackfill, spark_resource: SparkResource, tmp_path_factory: pytest.TempPathFactory
+) -> Restatement:
     stack, days, landing = lending_backfill.stack, lending_backfill.days, lending_backfill.landing
     lake = IcebergLakeResource(data_dir=str(stack.data_dir))
-    day, tables, restated = _merchant_restatement(landing, days)
-    version = complete_versions(landing, day)[-1] + 1
-    drop = write_tables(SIMULATION, day, landing, tables, version=version)
+    payments_before = table_rows(lake, CORE_PAYMENTS)
 
-    backfill_id = _backfill_tagged(stack.instance(), RESTATEMENT_TAG, drop.prefix)
-    backfill = stack.wait_backfill(backfill_id, RESTATEMENT_TIMEOUT_S)
-    assert backfill.status == BulkActionStatus.COMPLETED_SUCCESS, stack.log_tails()
-    target = backfill.asset_backfill_data.target_subset if backfill.asset_backfill_data else None
-    assert target is not None
-    # Every later day's loans are rebuilt: they read merchants as of their own day (every merchant partition up to
-    # it), and the raw load of a later day is re-judged against the days before it.
-    later_days = [d.isoformat() for d in days if d >= day]
-    assert sorted(target.get_partitions_subset(CORE_LOANS.asset_key).get_partition_keys()) == later_days
+    # Day 3 of the 10 gets reversed and fixed payments; the merchant restatement is on another day, never the
+    # first (so the backfill's target also shows that days before the earliest restated one are left alone).
+    corrected_day = days[2]
+    merchant_day, merchant_tables, moved = _merchant_restatement(landing, [d for d in days[1:] if d != corrected_day])
+    correction = write_correction(SIMULATION, corrected_day, landing)
+    version = complete_versions(landing, merchant_day)[-1] + 1
+    merchant_drop = write_tables(SIMULATION, merchant_day, landing, merchant_tables, version=version)
 
-    rebuilt = _full_rebuild(lending_backfill, spark_resource, tmp_path)
-    for table in (CORE_MERCHANTS, CORE_LOANS, REPORTING_MERCHANT_PERFORMANCE):
-        assert table_rows(lake, table) == table_rows(rebuilt, table), f"{table.identifier} differs from a full rebuild"
-    # The restatement reached loans of later days: their category is the restated one.
-    loans = lake.read_arrow(CORE_LOANS).to_pylist()
-    moved = [r for r in loans if r["merchant_id"] in restated and r["business_date"] > day]
-    categories = {r["merchant_id"]: r["category"] for r in tables["merchants"].to_pylist()}
+    backfills = [
+        stack.wait_backfill(b.backfill_id, RESTATEMENT_TIMEOUT_S)
+        for b in _backfills_covering(stack.instance(), {correction.prefix, merchant_drop.prefix})
+    ]
+    return Restatement(
+        lake=lake,
+        rebuilt=_full_rebuild(lending_backfill, spark_resource, tmp_path_factory.mktemp("restatement")),
+        first_day=min(corrected_day, merchant_day),
+        backfills=backfills,
+        payments_before=payments_before,
+        merchant_day=merchant_day,
+        merchant_tables=merchant_tables,
+        moved_merchants=moved,
+    )
+
+
+def test_the_restatement_sensor_alone_starts_backfills_that_succeed(
+    restatement: Restatement, lending_backfill: LendingBackfill
+) -> None:
+    statuses = [b.status for b in restatement.backfills]
+    assert statuses and set(statuses) == {BulkActionStatus.COMPLETED_SUCCESS}, lending_backfill.stack.log_tails()
+
+
+def test_the_restated_days_and_every_later_day_are_rebuilt_and_no_earlier_day(
+    restatement: Restatement, lending_backfill: LendingBackfill
+) -> None:
+    def targeted(key: dg.AssetKey) -> list[str]:
+        keys = set()
+        for backfill in restatement.backfills:
+            assert backfill.asset_backfill_data is not None
+            keys |= set(backfill.asset_backfill_data.target_subset.get_partitions_subset(key).get_partition_keys())
+        return sorted(keys)
+
+    later = [d.isoformat() for d in lending_backfill.days if d >= restatement.first_day]
+    assert restatement.first_day > lending_backfill.days[0]
+    # The loan book is a day chain: every day from the earliest restated one. The raw load of a day reads the
+    # quarantine and raw tables of the days before it (what they hold back), so every later day's load is re-judged
+    # too, and with it every later day downstream; loans read merchants as of their own day.
+    assert targeted(CORE_LOAN_DAILY_STATUS.asset_key) == later
+    assert targeted(RAW_TABLES["loans"].asset_key) == later
+    assert targeted(CORE_LOANS.asset_key) == later
+
+
+def test_the_restated_tables_equal_a_full_rebuild(restatement: Restatement) -> None:
+    for table in RESTATED_TABLES:
+        assert table_rows(restatement.lake, table) == table_rows(restatement.rebuilt, table), (
+            f"{table.identifier} differs from a full rebuild"
+        )
+
+
+def test_the_corrected_payments_changed_the_data(restatement: Restatement) -> None:
+    # Equality with the rebuild is not the old state read twice: the correction reversed and fixed payments.
+    assert table_rows(restatement.lake, CORE_PAYMENTS) != restatement.payments_before
+
+
+def test_later_days_loans_carry_the_restated_merchant_category(restatement: Restatement) -> None:
+    loans = restatement.lake.read_arrow(CORE_LOANS).to_pylist()
+    moved = [
+        r
+        for r in loans
+        if r["merchant_id"] in restatement.moved_merchants and r["business_date"] > restatement.merchant_day
+    ]
+    merchants = restatement.merchant_tables["merchants"].to_pylist()
+    categories = {r["merchant_id"]: r["category"] for r in merchants}
     assert moved and all(r["merchant_category"] == categories[r["merchant_id"]] for r in moved)
