@@ -37,7 +37,12 @@ import dagster as dg
 from batch_platform.alerts import LogFileAlerts, WebhookAlerts
 from batch_platform.lake import IcebergLakeResource
 from batch_platform.pii import PiiTokenizer
-from batch_platform.spark import LOCAL_SPARK_CONFIG, LakeSparkResource
+from batch_platform.spark import (
+    LOCAL_SPARK_CONFIG,
+    PATH_LISTING_THRESHOLD,
+    SPARK_DEFAULT_PATH_LISTING_THRESHOLD,
+    LakeSparkResource,
+)
 
 ENV_VAR = "BATCH_PLATFORM_ENV"
 ENVIRONMENTS = ("LOCAL", "PROD")
@@ -89,6 +94,8 @@ def prod_spark_config() -> dict[str, str]:
     """
     return {
         **LOCAL_SPARK_CONFIG,
+        # Each file's status is an S3 request: many files are looked up in parallel, by a Spark job.
+        PATH_LISTING_THRESHOLD: SPARK_DEFAULT_PATH_LISTING_THRESHOLD,
         "spark.hadoop.fs.s3a.impl": "org.apache.hadoop.fs.s3a.S3AFileSystem",
         "spark.hadoop.fs.s3a.aws.credentials.provider": AWS_DEFAULT_CREDENTIALS_PROVIDER,
         "spark.hadoop.fs.s3a.endpoint.region": dg.EnvVar(AWS_REGION_ENV),
