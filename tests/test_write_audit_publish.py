@@ -11,7 +11,16 @@ from pyiceberg.catalog.sql import SqlCatalog
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from batch_platform.audit import Audit, AuditOutcome, audit_check_specs, rows_satisfy, unique, write_audit_publish
+from batch_platform.audit import (
+    Audit,
+    AuditedWrite,
+    AuditOutcome,
+    audit_and_commit,
+    audit_check_specs,
+    rows_satisfy,
+    unique,
+    write_audit_publish,
+)
 from batch_platform.lake import IcebergLakeResource, LakeTable, Lineage
 from batch_platform.partitions import daily_partitions
 from batch_platform.spark import SparkResource
@@ -89,11 +98,14 @@ def test_a_published_step_reports_where_its_time_went_per_phase_and_per_audit(
     mat = result.asset_materializations_for_node("test__payments")[0]
     phases = {k: mat.metadata[k].value for k in ("wap/stage_seconds", "wap/audit_seconds", "wap/commit_seconds")}
     assert all(isinstance(v, float) and v > 0 for v in phases.values()), phases
-    per_audit = {e.check_name: e.metadata["audit_seconds"].value for e in result.get_asset_check_evaluations()}
+    evaluations = {e.check_name: e.metadata for e in result.get_asset_check_evaluations()}
+    per_audit = {name: metadata["audit_seconds"].value for name, metadata in evaluations.items()}
     assert set(per_audit) == {"unique_payment_id", "amount_positive"}
-    assert all(isinstance(v, float) and v > 0 for v in per_audit.values()), per_audit
+    assert isinstance(per_audit["unique_payment_id"], float) and per_audit["unique_payment_id"] > 0, per_audit
+    # The row rule was counted by the staging job: its own phase reads nothing and says so.
+    assert evaluations["amount_positive"]["counted"].value == "while staging"
     # The phase's total is its audits' sum (each rounded to the millisecond).
-    assert abs(sum(per_audit.values()) - phases["wap/audit_seconds"]) < 0.01
+    assert abs(sum(per_audit.values()) - phases["wap/audit_seconds"]) < 0.01  # type: ignore[arg-type]
 
 
 PROBED = LakeTable(namespace="test", name="probed_payments", partition_column="payment_date", schema=PAYMENTS.schema)
@@ -134,6 +146,46 @@ def test_audits_read_the_staged_files_without_pinning_the_steps_rows_in_spark_me
     assert result.success
     assert cached_while_auditing == [persisted_before]
     assert lake.read_arrow(PROBED, ["2024-01-05"]).num_rows == 20
+
+
+RULED = LakeTable(namespace="test", name="ruled_payments", partition_column="payment_date", schema=PAYMENTS.schema)
+
+
+def _ruled_audit(evaluated: list[int]) -> Audit:
+    """A row rule (amounts are positive) whose read of the staged files is recorded."""
+    rule = rows_satisfy("amount_positive", "payments are positive", lambda: F.col("amount") > 0)
+
+    def evaluate(df: Any) -> AuditOutcome:
+        evaluated.append(1)
+        return rule.evaluate(df)
+
+    return Audit(rule.name, rule.description, evaluate, failing_row=rule.failing_row)
+
+
+def _ruled_write(lake: IcebergLakeResource, spark: SparkSession, amounts: list[str], audit: Audit) -> AuditedWrite:
+    rows = [(date(2024, 1, 5), f"P{i}", amount) for i, amount in enumerate(amounts)]
+    df = spark.createDataFrame(rows, "payment_date date, payment_id string, amount string")
+    lineage = Lineage("run-ruled", "test/ruled_payments", ("2024-01-05",))
+    return audit_and_commit(lake, spark, RULED, df, [audit], partition_keys=["2024-01-05"], lineage=lineage)
+
+
+def test_a_row_rule_is_counted_by_the_staging_job_and_reads_the_staged_files_only_when_rows_fail(
+    lake: IcebergLakeResource, spark: SparkSession
+) -> None:
+    evaluated: list[int] = []
+    audit = _ruled_audit(evaluated)
+
+    passing = _ruled_write(lake, spark, ["1.00", "2.50", "3.00"], audit)
+    assert passing.published is not None and evaluated == []
+    assert lake.read_arrow(RULED, ["2024-01-05"]).num_rows == 3
+
+    failing = _ruled_write(lake, spark, ["1.00", "-2.50", "0.00", "4.00"], audit)
+    # A failing count sends the rule to the staged files for the exact rows and a sample; main keeps the first write.
+    assert evaluated == [1] and failing.published is None
+    (_, outcome, _) = failing.outcomes[0]
+    assert outcome.failing_rows == 2
+    assert sorted(r["payment_id"] for r in outcome.sample) == ["P1", "P2"]
+    assert lake.read_arrow(RULED, ["2024-01-05"]).num_rows == 3
 
 
 def test_a_passing_step_costs_one_catalog_commit_and_a_rerun_replaces_its_partition(

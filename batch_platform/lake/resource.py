@@ -17,7 +17,7 @@ from pyiceberg.exceptions import NoSuchTableError
 from pyiceberg.manifest import DataFile
 from pyiceberg.table import Table
 from pyiceberg.table.refs import MAIN_BRANCH
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 
 from batch_platform.lake import spark_io
 from batch_platform.lake.commit import Lineage, WriteResult, commit_replace, partition_filter
@@ -154,11 +154,15 @@ class IcebergLakeResource(dg.ConfigurableResource):
         *,
         partition_keys: Sequence[str] | None,
         lineage: Lineage,
+        observe: Sequence[Column] = (),
     ) -> tuple[str, spark_io.StagedFiles]:
-        """First half of a Spark write: executors write Parquet into staging. The table is not touched."""
+        """First half of a Spark write: executors write Parquet into staging. The table is not touched.
+
+        ``observe``: named aggregates computed over the rows as they are written (``StagedFiles.observed``)."""
         self.table(table)  # create or evolve before staging, so a bad declaration fails before any Spark work
         write_id = uuid.uuid4().hex
-        staged = spark_io.stage(spark, df, table, self.staging_uri(table, lineage.run_id, write_id), partition_keys)
+        uri = self.staging_uri(table, lineage.run_id, write_id)
+        staged = spark_io.stage(spark, df, table, uri, partition_keys, observe)
         return write_id, staged
 
     def commit_staged(

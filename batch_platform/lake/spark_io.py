@@ -6,15 +6,16 @@ which reads only their footers.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import date
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 from pyiceberg.io import FileIO
 from pyiceberg.table import Table
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, Observation, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.pandas.types import from_arrow_schema
 from pyspark.sql.types import StructType
@@ -69,6 +70,7 @@ class StagedFiles:
     staging_uri: str
     files: tuple[str, ...]
     partition_values: tuple[str, ...]
+    observed: Mapping[str, Any] = field(default_factory=dict)  # the ``observe`` metrics over the rows written
 
 
 def _list_parquet_files(spark: SparkSession, uri: str) -> list[str]:
@@ -94,13 +96,27 @@ def stage(
     table: LakeTable,
     staging_uri: str,
     partition_keys: Sequence[str] | None,
+    observe: Sequence[Column] = (),
 ) -> StagedFiles:
     """Write the DataFrame as Parquet files holding one partition value each, and check those values.
 
     Rows whose partition value is not one of the partitions being written are refused: committing them would
     add rows to a partition without replacing it, and so duplicate them.
+
+    ``observe`` are named aggregate columns Spark computes over the rows as it writes them (``DataFrame.observe``):
+    metrics of exactly the rows staged, with no second read of the files.
     """
     conformed = conform(df, table)
+    observation = Observation() if observe else None
+    if observation is not None:
+        conformed = conformed.observe(observation, *observe)
+    staged = _write(spark, conformed, table, staging_uri, partition_keys)
+    return replace(staged, observed=observation.get) if observation is not None else staged
+
+
+def _write(
+    spark: SparkSession, conformed: DataFrame, table: LakeTable, staging_uri: str, partition_keys: Sequence[str] | None
+) -> StagedFiles:
     target = to_spark_uri(staging_uri)
     # Spark's writer does not read Iceberg table properties: apply the table's Parquet codec here.
     codec = table.table_properties.get("write.parquet.compression-codec", "zstd")
