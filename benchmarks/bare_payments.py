@@ -37,6 +37,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         .config("spark.driver.memory", args.driver_memory)
         .config("spark.sql.shuffle.partitions", args.shuffle_partitions)
         .config("spark.sql.adaptive.enabled", "true")
+        # The loans' files looked up on the driver, as the platform's local sessions do.
+        .config("spark.sql.sources.parallelPartitionDiscovery.threshold", "100000")
         .config("spark.sql.session.timeZone", "UTC")
         .config("spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS")
         .getOrCreate()
