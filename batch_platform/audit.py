@@ -179,7 +179,7 @@ def audit_and_commit(
     outcomes: list[tuple[Audit, AuditOutcome, float]] = []
     for audit in audits:
         audit_started = time.perf_counter()
-        if audit.failing_row is not None and staged.observed[audit.name] == 0:
+        if audit.failing_row is not None and staged.observed.get(audit.name) == 0:
             outcome = AuditOutcome(failing_rows=0, metadata={"counted": "while staging"})
         else:
             outcome = audit.evaluate(audited, **{name: (inputs or {})[name] for name in audit.reads})

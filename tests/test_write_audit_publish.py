@@ -162,11 +162,17 @@ def _ruled_audit(evaluated: list[int]) -> Audit:
     return Audit(rule.name, rule.description, evaluate, failing_row=rule.failing_row)
 
 
-def _ruled_write(lake: IcebergLakeResource, spark: SparkSession, amounts: list[str], audit: Audit) -> AuditedWrite:
+def _ruled_write(
+    lake: IcebergLakeResource,
+    spark: SparkSession,
+    amounts: list[str],
+    audit: Audit,
+    keys: tuple[str, ...] = ("2024-01-05",),
+) -> AuditedWrite:
     rows = [(date(2024, 1, 5), f"P{i}", amount) for i, amount in enumerate(amounts)]
     df = spark.createDataFrame(rows, "payment_date date, payment_id string, amount string")
-    lineage = Lineage("run-ruled", "test/ruled_payments", ("2024-01-05",))
-    return audit_and_commit(lake, spark, RULED, df, [audit], partition_keys=["2024-01-05"], lineage=lineage)
+    lineage = Lineage("run-ruled", "test/ruled_payments", keys)
+    return audit_and_commit(lake, spark, RULED, df, [audit], partition_keys=list(keys), lineage=lineage)
 
 
 def test_a_row_rule_is_counted_by_the_staging_job_and_reads_the_staged_files_only_when_rows_fail(
@@ -186,6 +192,18 @@ def test_a_row_rule_is_counted_by_the_staging_job_and_reads_the_staged_files_onl
     assert outcome.failing_rows == 2
     assert sorted(r["payment_id"] for r in outcome.sample) == ["P1", "P2"]
     assert lake.read_arrow(RULED, ["2024-01-05"]).num_rows == 3
+
+
+def test_an_empty_write_of_many_days_is_audited_from_its_files_when_spark_drops_the_staging_count(
+    lake: IcebergLakeResource, spark: SparkSession
+) -> None:
+    # Spark 4.1 optimizes the count away when an empty DataFrame is written by partition (a quiet month of
+    # charge-offs in a backfill): the rule then reads the staged files, and the empty write still publishes.
+    evaluated: list[int] = []
+    write = _ruled_write(lake, spark, [], _ruled_audit(evaluated), keys=("2024-01-05", "2024-01-08"))
+    assert evaluated == [1]
+    assert write.published is not None and write.outcomes[0][1].passed
+    assert lake.read_arrow(RULED, ["2024-01-05", "2024-01-08"]).num_rows == 0
 
 
 def test_a_passing_step_costs_one_catalog_commit_and_a_rerun_replaces_its_partition(

@@ -13,6 +13,7 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+from py4j.protocol import Py4JJavaError
 from pyiceberg.io import FileIO
 from pyiceberg.table import Table
 from pyspark.sql import Column, DataFrame, Observation, SparkSession
@@ -111,7 +112,17 @@ def stage(
     if observation is not None:
         conformed = conformed.observe(observation, *observe)
     staged = _write(spark, conformed, table, staging_uri, partition_keys)
-    return replace(staged, observed=observation.get) if observation is not None else staged
+    return replace(staged, observed=_observed(observation)) if observation is not None else staged
+
+
+def _observed(observation: Observation) -> dict[str, Any]:
+    """The metrics observed by the write, or none when Spark lost them: writing an empty DataFrame by partition
+    (repartition, then partitionBy) optimizes the observation away and ``get`` fails on Spark 4.1. A caller finds
+    no metric then and must compute what it wanted from the files."""
+    try:
+        return observation.get
+    except Py4JJavaError:
+        return {}
 
 
 def _write(
