@@ -39,7 +39,7 @@ def test_the_lake_settings_apply_whatever_the_configured_settings_say() -> None:
     assert {key: settings[key] for key in REQUIRED_SPARK_CONFIG} == REQUIRED_SPARK_CONFIG
 
 
-def test_local_sessions_look_up_a_reads_files_on_the_driver_and_production_ones_in_a_spark_job() -> None:
+def test_local_sessions_look_up_the_files_a_read_names_on_the_driver_and_production_ones_in_a_spark_job() -> None:
     # A stat of a local file costs microseconds, a task milliseconds; on S3 each lookup is a request.
     local = SparkResource().session_settings()
     assert int(local[PATH_LISTING_THRESHOLD]) >= 10_000
