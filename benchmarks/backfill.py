@@ -89,8 +89,8 @@ from benchmarks.backfill_results import (
     mode_label,
     save_results,
 )
-from benchmarks.lending_day import QUIET_LOGS
 from benchmarks.markdown import update_section
+from benchmarks.runs import QUIET_LOGS
 from benchmarks.stack import TEST_PII_KEY, WorkspaceStack, run_backfill_cli, write_workspace
 
 DEFAULT_OUTPUT = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"

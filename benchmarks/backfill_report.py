@@ -35,7 +35,7 @@ from benchmarks.backfill_results import (
 )
 from benchmarks.bare_backfill import DRIVER_MEMORY as BARE_DRIVER_MEMORY
 from benchmarks.landing_sensor import cpu_model
-from benchmarks.lending_day import table, text_table
+from benchmarks.runs import table, text_table
 
 MARKER_START = "<!-- backfill:start -->"
 MARKER_END = "<!-- backfill:end -->"

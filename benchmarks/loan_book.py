@@ -64,8 +64,9 @@ from assets.lending.world import SimulationConfig
 from batch_platform.datasets import LakeDataset, Step, read_inputs
 from batch_platform.lake import IcebergLakeResource
 from batch_platform.spark import SparkResource
-from benchmarks.lending_day import Monitor, pipeline_assets, resources_for, run_assets
+from benchmarks.lending_day import pipeline_assets, resources_for
 from benchmarks.markdown import environment, update_section
+from benchmarks.runs import Monitor, run_assets
 
 MARKER_START = "<!-- loan_book:start -->"
 MARKER_END = "<!-- loan_book:end -->"

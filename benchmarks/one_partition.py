@@ -4,7 +4,7 @@
 
 Setup (timed apart, not compared): the simulator writes the day's drop; ``raw_landing_drop`` loads it in-process;
 core/loans gets the loans the day's events name, one commit per earlier business day as the daily runs make them
-(``benchmarks.lending_day.seed_history``, the ``referenced`` history), so the payments' ``references_a_loan`` audit
+(``benchmarks.lake_history.seed_history``, the ``referenced`` history), so the payments' ``references_a_loan`` audit
 reads what it needs; then the two tables' maintenance runs, as the platform's daily schedule would have run it.
 
 Compared, alternating, each a fresh process as a scheduler or an operator starts it:
@@ -51,20 +51,10 @@ from batch_platform.lake import IcebergLakeResource
 from batch_platform.lake.maintenance import MaintenanceConfig, maintain_table
 from batch_platform.lake.selection import iceberg_filter
 from batch_platform.spark import LOCAL_SPARK_CONFIG, SparkResource
-from benchmarks.lending_day import (
-    PII_KEY,
-    SEED,
-    WORLD_START,
-    Monitor,
-    StepTiming,
-    generate,
-    pipeline_assets,
-    resources_for,
-    run_assets,
-    seed_history,
-    step_timings,
-)
+from benchmarks.lake_history import SEED, WORLD_START, seed_history
+from benchmarks.lending_day import PII_KEY, generate, pipeline_assets, resources_for
 from benchmarks.markdown import environment, update_section
+from benchmarks.runs import Monitor, StepTiming, run_assets, step_timings
 
 RAW_PAYMENTS = RAW_TABLES["payments"]
 MARKER_START = "<!-- one_partition:start -->"
