@@ -46,6 +46,7 @@ from batch_platform.lake import IcebergLakeResource, LakeTable, Lineage
 from batch_platform.lake.spark_io import conform
 from batch_platform.spark import SparkResource
 from benchmarks.markdown import update_section
+from benchmarks.runs import rss_mib
 
 MARKER_START = "<!-- lake_write:start -->"
 MARKER_END = "<!-- lake_write:end -->"
@@ -117,15 +118,6 @@ def find_jvm() -> psutil.Process | None:
         except (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied):
             continue
     return None
-
-
-def _rss_mb(process: psutil.Process | None) -> float | None:
-    if process is None:
-        return None
-    try:
-        return float(process.memory_info().rss) / 2**20
-    except (psutil.NoSuchProcess, psutil.AccessDenied):
-        return None
 
 
 def _cpu_s(process: psutil.Process | None) -> float | None:
@@ -213,8 +205,8 @@ class Monitor:
         self.jvm_cpu_s: float | None = None
 
     def _sample(self) -> None:
-        self.python_mb = max(self.python_mb, _rss_mb(self._python) or 0.0)
-        jvm = _rss_mb(self._jvm)
+        self.python_mb = max(self.python_mb, rss_mib(self._python) or 0.0)
+        jvm = rss_mib(self._jvm)
         if jvm is not None:
             self.jvm_mb = max(self.jvm_mb or 0.0, jvm)
 
@@ -395,7 +387,7 @@ class Result:
 def measure(
     spark: SparkSession, lake: IcebergLakeResource, rows: int, repeat: int, scratch: Path, probes: Probes
 ) -> Result:
-    jvm_before = _rss_mb(probes.jvm)
+    jvm_before = rss_mib(probes.jvm)
     load_before = os.getloadavg()[0]
     raws: list[Run] = []
     lakes: list[Run] = []
@@ -624,7 +616,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Also creates the table and the partition, so every measured lake write is a steady-state replace.
         run_raw(spark, WARMUP_ROWS, scratch, probes)
         run_lake(spark, lake, WARMUP_ROWS, probes)
-        jvm_idle = _rss_mb(probes.jvm)
+        jvm_idle = rss_mib(probes.jvm)
         results = [measure(spark, lake, rows, args.repeat, scratch, probes) for rows in args.rows]
         env = environment(spark)
     finally:

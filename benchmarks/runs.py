@@ -27,7 +27,8 @@ QUIET_LOGS = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 # -- monitoring --------------------------------------------------------------------------------------------------
 
 
-def _mib(process: psutil.Process | None) -> float | None:
+def rss_mib(process: psutil.Process | None) -> float | None:
+    """A process's resident memory in MiB; None if it is gone (or was never found)."""
     if process is None:
         return None
     try:
@@ -93,7 +94,7 @@ class Monitor:
 
     def sample(self) -> None:
         now, cpu = time.time(), self._tree_cpu()
-        python, jvm = _mib(self._me), _mib(self.jvm())
+        python, jvm = rss_mib(self._me), rss_mib(self.jvm())
         with self._lock:
             self._times.append(now)
             self._cpu.append(cpu)
