@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
 
+import dagster as dg
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -305,6 +306,7 @@ def commit_parquet(
     """Replace the partitions ``keys`` with Arrow parts in one commit: each part staged as a Parquet file where a
     Spark write would stage it, checked from its footer and added as it is (the Spark path, without Spark, for
     tables too large to hold in memory at once). Returns the rows committed."""
+    lake.table(table)  # created (or evolved) first, as a Spark write does
     write_id = uuid.uuid4().hex
     uri = lake.staging_uri(table, lineage.run_id, write_id)
     filesystem, base = pafs.FileSystem.from_uri(uri)
@@ -320,11 +322,20 @@ def commit_parquet(
     return rows
 
 
-def seed_book(lake: IcebergLakeResource, book: OpeningBook) -> int:
-    """The opening book as core/loan_daily_status's partition of its day: the next day's run starts from it."""
+def seed_book(lake: IcebergLakeResource, book: OpeningBook, instance: dg.DagsterInstance) -> int:
+    """The opening book as core/loan_daily_status's partition of its day, recorded as materialized in ``instance``
+    (as an operator importing a book would report it): the next day's run checks its previous day there."""
     key = book.business_date.isoformat()
     lineage = Lineage(run_id="benchmark-opening-book", asset_key="", partition_keys=(key,))
-    return commit_parquet(lake, CORE_LOAN_DAILY_STATUS, (pq.read_table(f) for f in book.files), [key], lineage)
+    rows = commit_parquet(lake, CORE_LOAN_DAILY_STATUS, (pq.read_table(f) for f in book.files), [key], lineage)
+    instance.report_runless_asset_event(
+        dg.AssetMaterialization(
+            asset_key=CORE_LOAN_DAILY_STATUS.asset_key,
+            partition=key,
+            metadata={"dagster/row_count": rows, "source": "the simulator's state (world_book)"},
+        )
+    )
+    return rows
 
 
 def seed_closed_loans(lake: IcebergLakeResource, book: OpeningBook, days: list[date], days_per_commit: int) -> int:
