@@ -24,6 +24,8 @@ from typing import Any
 import dagster as dg
 from dagster import _check as check
 
+from batch_platform.backfill_completion import install_backfill_completion_guard
+
 # The op/run tag naming a step's (or run's) profile; also the pod label, so one key works in the UI and in kubectl.
 COMPUTE_PROFILE_TAG = "batch-platform/compute-profile"
 # dagster-k8s's tag key (dagster_k8s.job.USER_DEFINED_K8S_CONFIG_KEY), repeated here so that loading the code
@@ -42,7 +44,6 @@ SPARK_ENGINE = "spark"
 # and the run retry daemon re-executes a crashed run with the retry strategy (from the failed step, not whole).
 MAX_RUNTIME_TAG = "dagster/max_runtime"
 RETRY_STRATEGY_TAG = "dagster/retry_strategy"
-WILL_RETRY_TAG = "dagster/will_retry"
 PRIORITY_TAG = "dagster/priority"  # the queued run coordinator launches higher first, FIFO among equals
 FROM_FAILURE = "FROM_FAILURE"
 # Runs whose steps name no profile (maintenance, raw loads) are bounded too.
@@ -341,13 +342,6 @@ def run_tags_for(instance: dg.DagsterInstance, run: dg.DagsterRun) -> dict[str, 
     tags = profile_tags(profile) if profile is not None else {}
     tags[MAX_RUNTIME_TAG] = str(profile.max_runtime_seconds if profile is not None else DEFAULT_MAX_RUNTIME_SECONDS)
     tags[RETRY_STRATEGY_TAG] = FROM_FAILURE
-    if instance.run_retries_enabled:
-        # Dagster 1.13.27 sets dagster/will_retry only after it has marked a run failed. A backfill tick that looks
-        # in between sees a failed run, no retry pending and nothing in flight, judges the backfill stalled and ends
-        # it (asset_backfill._backfill_is_stalled), and the retry daemon then refuses to retry a run of an ended
-        # backfill. Set ahead, the tag closes that gap; at failure Dagster overwrites it with its own decision
-        # (false for a step failure, or once the retries are used up).
-        tags[WILL_RETRY_TAG] = "true"
     steps = _selected_step_tags(instance, run)
     if any(step.get(ENGINE_TAG) == SPARK_ENGINE for step in steps):
         tags[ENGINE_TAG] = SPARK_ENGINE
@@ -362,8 +356,13 @@ class ComputeProfileRunCoordinator(dg.QueuedRunCoordinator):
     Configure it in dagster.yaml as ``run_coordinator: {module: batch_platform.compute, class:
     ComputeProfileRunCoordinator}``; it takes QueuedRunCoordinator's config and honours ``concurrency: runs:``.
     The webserver and the daemon both submit runs, so both need this package installed (deploy/helm uses the
-    code-location image for them).
+    code-location image for them). Created in the daemon's process, it also installs the backfill completion guard
+    there (batch_platform.backfill_completion): the daemon runs no other code of the project.
     """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        install_backfill_completion_guard()
+        super().__init__(*args, **kwargs)
 
     def submit_run(self, context: dg.SubmitRunContext) -> dg.DagsterRun:
         instance = self._instance

@@ -221,6 +221,13 @@ def test_each_killed_run_is_marked_failed_and_its_retry_from_failure_completes_t
         assert retry.status == dg.DagsterRunStatus.SUCCESS, retry.run_id
 
 
+def test_the_daemon_tried_to_retry_only_the_killed_runs(recovery: Recovery) -> None:
+    # Each run that ended well was never taken for one to retry (a retry tag set ahead of failure would make the
+    # retry daemon try, fail, and log an error on the successful run).
+    daemon_log = (recovery.stack.logs_dir / "daemon.log").read_text(errors="replace")
+    assert "Failed to retry run" not in daemon_log
+
+
 def test_no_killed_run_left_a_commit_on_main_of_the_table_it_was_writing(recovery: Recovery) -> None:
     lake = IcebergLakeResource(data_dir=str(recovery.stack.data_dir))
     for kill in recovery.kills:
