@@ -25,6 +25,7 @@ import dagster as dg
 from dagster import _check as check
 
 from batch_platform.backfill_completion import install_backfill_completion_guard
+from batch_platform.partition_offsets import install_fast_partition_offsets
 
 # The op/run tag naming a step's (or run's) profile; also the pod label, so one key works in the UI and in kubectl.
 COMPUTE_PROFILE_TAG = "batch-platform/compute-profile"
@@ -357,11 +358,13 @@ class ComputeProfileRunCoordinator(dg.QueuedRunCoordinator):
     ComputeProfileRunCoordinator}``; it takes QueuedRunCoordinator's config and honours ``concurrency: runs:``.
     The webserver and the daemon both submit runs, so both need this package installed (deploy/helm uses the
     code-location image for them). Created in the daemon's process, it also installs the backfill completion guard
-    there (batch_platform.backfill_completion): the daemon runs no other code of the project.
+    there (batch_platform.backfill_completion), and the one-walk partition offsets the daemon's backfill ticks and
+    the webserver's partition views need (batch_platform.partition_offsets): they run no other code of the project.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         install_backfill_completion_guard()
+        install_fast_partition_offsets()
         super().__init__(*args, **kwargs)
 
     def submit_run(self, context: dg.SubmitRunContext) -> dg.DagsterRun:
