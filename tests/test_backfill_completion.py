@@ -1,6 +1,7 @@
 """A backfill whose crashed run is being retried is not ended before the retry's work is seen
 (batch_platform.backfill_completion): Dagster 1.13.27's own check would end it in two windows, shown here on a real
-instance's storage, and the guard defers the end in both; the run coordinator installs it.
+instance's storage, and the guard defers the end in both (tests/test_daemon_patches.py: the run coordinator installs
+it).
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from collections.abc import Iterator
 import dagster as dg
 import pytest
 from dagster._core.events import DagsterEvent
-from dagster._core.execution import asset_backfill
 from dagster._core.execution.backfill import PartitionBackfill
 from dagster._core.storage.tags import BACKFILL_ID_TAG, WILL_RETRY_TAG
 
@@ -105,14 +105,3 @@ def test_a_run_that_ended_after_the_tick_read_materializations_defers_the_end_to
     # The next tick reads past the run's end.
     set_read_cursor(instance, ended.storage_id)
     assert backfill_runs_are_complete(BACKFILL_ID, instance, LOG)
-
-
-def test_the_run_coordinator_installs_the_guard_in_the_process_that_creates_it(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setattr(asset_backfill, "backfill_runs_are_complete", DAGSTERS_CHECK)
-    coordinator = {"module": "batch_platform.compute", "class": "ComputeProfileRunCoordinator"}
-    with dg.instance_for_test(overrides={"run_coordinator": coordinator}) as instance:
-        assert asset_backfill.backfill_runs_are_complete is DAGSTERS_CHECK
-        instance.get_required_daemon_types()  # what dagster-daemon asks first: it creates the run coordinator
-    assert asset_backfill.backfill_runs_are_complete is backfill_runs_are_complete

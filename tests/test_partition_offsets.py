@@ -63,13 +63,3 @@ def test_the_history_window_maps_to_the_same_partitions_once_installed() -> None
     assert time_window_mapping._offsetted_datetime is offsetted_datetime
     assert mapped() == by_steps
     assert by_steps[0] == keys[:323] and by_steps[1] == keys[400:]
-
-
-def test_the_run_coordinator_installs_the_one_walk_in_the_daemons_process(monkeypatch: pytest.MonkeyPatch) -> None:
-    # The daemon imports no asset code: the run coordinator named in dagster.yaml is the project code it creates.
-    monkeypatch.setattr(time_window_mapping, "_offsetted_datetime", dagsters_offsetted_datetime)
-    coordinator = {"module": "batch_platform.compute", "class": "ComputeProfileRunCoordinator"}
-    with dg.instance_for_test(overrides={"run_coordinator": coordinator}) as instance:
-        assert time_window_mapping._offsetted_datetime is dagsters_offsetted_datetime
-        instance.get_required_daemon_types()  # what dagster-daemon asks first: it creates the run coordinator
-    assert time_window_mapping._offsetted_datetime is offsetted_datetime
