@@ -3,9 +3,6 @@
 The scenario: loan 1, 300.00 originated on Wednesday 2023-03-01, three monthly installments of principal 100.00
 plus interest 3.00, 2.00 and 1.00, due 2023-04-03, 2023-05-01 and 2023-06-01. Most tests start from the book of
 the business day before (a hand-built row) and run the transform for one or a few business days.
-
-Every book test runs twice: with the loans no drop of the range names carried row by row (how a day's run takes
-most of the book) and with every loan through the joins (how a backfill chunk takes them); both give the same rows.
 """
 
 from __future__ import annotations
@@ -21,7 +18,6 @@ from pyspark.errors import PySparkException
 from pyspark.sql import DataFrame, Row, SparkSession
 from pyspark.sql import functions as F
 
-from assets.lending import loan_book
 from assets.lending.core import (
     amount_frame,
     applications_frame,
@@ -46,13 +42,6 @@ MONEY_COLUMNS = {
     "interest_paid",
     "accrued_interest",
 }
-
-
-@pytest.fixture(autouse=True, params=["quiet loans carried row by row", "every loan through the joins"])
-def book_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    carried = request.param == "quiet loans carried row by row"
-    monkeypatch.setattr(loan_book, "QUIET_SPLIT_MAX_DAYS", 1_000 if carried else 0)
-    return str(request.param)
 
 
 def loan_1_schedule(version: int = 1, effective: date = ORIGINATED) -> list[dict[str, Any]]:

@@ -10,10 +10,8 @@ and on schedule, cancelled and partially refunded (schedule version 2).
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
-from typing import Any
 
 import dagster as dg
 import pyarrow as pa
@@ -41,17 +39,10 @@ pytestmark = pytest.mark.timeout(1_500)
 COMPARED = [DAYS[0], DAYS[21], DAYS[40], DAYS[62], DAYS[85], DAYS[104], DAYS[120], DAYS[-2], DAYS[-1]]
 
 
-@dataclass
-class PlatformLake:
-    lake: IcebergLakeResource
-    resources: dict[str, Any]
-    instance: dg.DagsterInstance  # where the book's days are recorded: a day's run checks its previous day there
-
-
 @pytest.fixture(scope="module")
-def platform(
+def platform_lake(
     tmp_path_factory: pytest.TempPathFactory, spark_resource: SparkResource, spark: SparkSession
-) -> Iterator[PlatformLake]:
+) -> Iterator[IcebergLakeResource]:
     root: Path = tmp_path_factory.mktemp("world_book")
     simulate(CONFIG, DAYS[0], DAYS[-1], LandingZone.local(root / "landing"))
     lake = IcebergLakeResource(data_dir=str(root / "lake"))
@@ -73,7 +64,7 @@ def platform(
         },
     )
     assert result.success
-    yield PlatformLake(lake, resources, instance)
+    yield lake
 
 
 def _differences(expected: pa.Table, actual: pa.Table, limit: int = 5) -> list[str]:
@@ -96,31 +87,18 @@ def _differences(expected: pa.Table, actual: pa.Table, limit: int = 5) -> list[s
 
 
 def test_the_simulators_book_of_a_day_equals_the_book_the_platform_chained_from_the_drops(
-    platform: PlatformLake,
+    platform_lake: IcebergLakeResource,
 ) -> None:
     world = World(CONFIG)
     seen: dict[str, set[object]] = {"status": set(), "schedule_version": set(), "ever_60_plus": set()}
     for day in COMPARED:
-        simulator = _assert_same_book(platform.lake, world, day)
+        simulator = _assert_same_book(platform_lake, world, day)
         for column, values in seen.items():
             values.update(simulator[column].to_pylist())
     # The comparison covered every kind of loan, not only current ones.
     assert seen["status"] == {"current", "delinquent", "charged_off", "paid_off", "cancelled"}
     assert seen["schedule_version"] == {1, 2}
     assert True in seen["ever_60_plus"]
-
-
-def test_a_daily_run_of_the_book_carrying_its_quiet_loans_row_by_row_equals_the_simulators_book(
-    platform: PlatformLake,
-) -> None:
-    # One day's run, as the daily schedule makes it: the loans no drop of the day names are carried without the
-    # joins (loan_book.QUIET_SPLIT_MAX_DAYS), the others go through them. It replaces the day the range run wrote.
-    last = DAYS[-1].isoformat()
-    (book,) = [a for a in core_assets if a.key == dg.AssetKey(["core", "loan_daily_status"])]
-    result = dg.materialize([book], resources=platform.resources, instance=platform.instance, partition_key=last)
-    assert result.success
-    simulator = _assert_same_book(platform.lake, World(CONFIG), DAYS[-1])
-    assert {"current", "delinquent"} <= set(simulator["status"].to_pylist())
 
 
 def _assert_same_book(lake: IcebergLakeResource, world: World, day: date) -> pa.Table:

@@ -16,11 +16,9 @@ installments with what was paid toward it). For each day of the range at once:
 
 So a run's cost is its open loans' rows and its range's drops, whatever the history's length: a 23-day backfill
 chunk is one plan, and a day no longer re-reads every payment and schedule since the lender's first day
-(docs/benchmarks.md, "Loan book: this checkout against earlier revisions"). In a day's run most open loans have
-nothing in the drop: those are carried row by row, without the shuffle the others go through. The rules of a day
-are the same whether the day is computed alone or inside a range (tests/test_loan_book_transforms.py proves a
-range equals its days chained); benchmarks/loan_book.py checks the book equals the earlier day-by-day and
-history-reading ones.
+(docs/benchmarks.md, "Loan book: this checkout against earlier revisions"). The rules of a day are the same whether
+the day is computed alone or inside a range (tests/test_loan_book_transforms.py proves a range equals its days
+chained); benchmarks/loan_book.py checks the book equals the earlier day-by-day and history-reading ones.
 """
 
 from collections.abc import Sequence
@@ -91,9 +89,10 @@ def days_frame(session: SparkSession, keys: Sequence[str]) -> DataFrame:
     return session.createDataFrame([(date.fromisoformat(k),) for k in sorted(keys)], f"{PARTITION} date")
 
 
-def _carried(previous_book: DataFrame, first_day: date) -> DataFrame:
-    """The previous day's open loans, from the range's first day, with the balances and flags they carry into it."""
-    return (
+def _loans(previous_book: DataFrame, new_loans: DataFrame, first_day: date) -> DataFrame:
+    """One row per loan that may be in the book during the range: the previous day's open loans from the first day,
+    each new loan from the day its drop landed (``_from``); with the balances and flags it carries into the range."""
+    carried = (
         previous_book.where(F.col("status").isin(*OPEN_STATUSES))
         .where(refuse(F.col("installments").isNull(), _NO_CARRIED_STATE))
         .select(
@@ -106,11 +105,7 @@ def _carried(previous_book: DataFrame, first_day: date) -> DataFrame:
             F.lit(first_day).alias("_from"),
         )
     )
-
-
-def _new(new_loans: DataFrame) -> DataFrame:
-    """The range's new loans, each from the day its drop landed (``_from``), with nothing paid."""
-    return new_loans.select(
+    new = new_loans.select(
         *LOAN_ATTRIBUTES,
         F.col("principal").cast(MONEY_SQL).alias("principal_originated"),
         *[zero_money().alias(c) for c in TO_DATE[1:]],
@@ -120,6 +115,7 @@ def _new(new_loans: DataFrame) -> DataFrame:
         F.lit(None).cast(INSTALLMENTS_SQL).alias("installments"),
         F.col(PARTITION).alias("_from"),
     )
+    return carried.unionByName(new)
 
 
 def _by_day(rows: DataFrame, column: str, values: Sequence[str]) -> DataFrame:
@@ -324,17 +320,15 @@ def _with_installments(book: DataFrame) -> DataFrame:
             )
         ),
     )
-    return _due_by_day(book.withColumn("schedule_version", F.when(F.col("_version") >= 0, F.col("_version"))))
-
-
-def _due_by_day(book: DataFrame) -> DataFrame:
-    """``_oldest_unpaid`` (the due date of the oldest installment due by the day and not fully paid) and
-    ``_interest_due`` (the interest of every installment due by the day), from each loan-day's installments."""
-    due = F.filter("installments", lambda e: e["due_date"] <= F.col(PARTITION))
-    return book.withColumn(
-        "_oldest_unpaid",
-        F.array_min(F.transform(F.filter(due, lambda e: e["installment"] > e["paid"]), lambda e: e["due_date"])),
-    ).withColumn("_interest_due", _money_total(due, "interest"))
+    due = F.filter("installments", lambda e: e["due_date"] <= day)
+    return (
+        book.withColumn("schedule_version", F.when(F.col("_version") >= 0, F.col("_version")))
+        .withColumn(
+            "_oldest_unpaid",
+            F.array_min(F.transform(F.filter(due, lambda e: e["installment"] > e["paid"]), lambda e: e["due_date"])),
+        )
+        .withColumn("_interest_due", _money_total(due, "interest"))
+    )
 
 
 def refusal(what: str, dataset: str = "core/loan_daily_status") -> Column:
@@ -379,12 +373,6 @@ def _status() -> Column:
     )
 
 
-# A run of at most this many days carries the loans with nothing in its drops (most of the book, on a day) as they
-# are, without shuffling them: the ids of the loans that have something are broadcast (about 1.3M on a day at
-# scale 130), which a longer range's would outgrow. A backfill chunk (23 days) has something for most loans anyway.
-QUIET_SPLIT_MAX_DAYS = 5
-
-
 def loan_daily_status_frame(
     step: Step,
     new_loans: DataFrame,
@@ -398,30 +386,16 @@ def loan_daily_status_frame(
     (``previous_book`` is the book of the business day before the step's first; every other input holds the step's
     days only: what a day adds to the book is its own drop, whatever the history's length).
 
-    The loans the range's drops name (and its new loans) go through one plan that shuffles them once, one row per
-    loan: each loan's increments, schedule rows and payments are gathered into one row per loan and joined on the
-    loan alone, then the loan's rows for the range's days are made and the running totals taken over them where
-    they already are (joining loan-days on loan and day would shuffle the loan-days again for each join). In a short
-    range (``QUIET_SPLIT_MAX_DAYS``) the other open loans, quiet in every drop of it, are carried row by row
-    without a shuffle: their balances and installments stand, and only what falls due moves their days past due."""
+    The plan shuffles the book once, one row per loan: each loan's increments, schedule rows and payments are
+    gathered into one row per loan and joined on the loan alone, then the loan's rows for the range's days are made
+    and the running totals taken over them where they already are (joining loan-days on loan and day would shuffle
+    the loan-days again for each join)."""
     keys = sorted(step.partition_keys)
     days = days_frame(step.session, keys)
     payments = payments.where(~F.col("reversed"))
-    carried, new = _carried(previous_book, date.fromisoformat(keys[0])), _new(new_loans)
+    loans = _loans(previous_book, new_loans, date.fromisoformat(keys[0]))
     events = {"payments": payments, "refunds": refunds, "charge_offs": charge_offs}
     increments = _by_day(_daily_increments(events, days), "_increments", TO_DATE[1:])
-    schedule_rows, payment_rows = _schedule_rows(schedule, days), _payment_rows(payments, days)
-    quiet: DataFrame | None = None
-    if len(keys) <= QUIET_SPLIT_MAX_DAYS:
-        named = F.broadcast(
-            increments.select("loan_id")
-            .unionByName(schedule_rows.select("loan_id"))
-            .unionByName(payment_rows.select("loan_id"))
-            .distinct()
-        )
-        quiet = _quiet_rows(carried.join(named, "loan_id", "left_anti"), days)
-        carried = carried.join(named, "loan_id", "left_semi")
-    loans = carried.unionByName(new)
     # An event for a loan not in the book (closed before the range) would vanish: such a loan fails the step.
     orphans = (
         increments.join(loans, "loan_id", "left_anti")
@@ -430,8 +404,8 @@ def loan_daily_status_frame(
     )
     book = (
         loans.join(increments, "loan_id", "left")
-        .join(schedule_rows, "loan_id", "left")
-        .join(payment_rows, "loan_id", "left")
+        .join(_schedule_rows(schedule, days), "loan_id", "left")
+        .join(_payment_rows(payments, days), "loan_id", "left")
         .join(F.broadcast(days), F.col(PARTITION) >= F.col("_from"))
     )
     book = _with_installments(book)
@@ -459,34 +433,8 @@ def loan_daily_status_frame(
         "schedule_version",
         "installments",
     )
-    book = (
-        _as_of_day(book)
-        # Running ORs over the range, from the carried flag: once 30+ (60+) days past due, always so.
-        .withColumn("ever_30_plus", F.col("ever_30_plus") | F.max(F.col("days_past_due") >= 30).over(up_to_day))
-        .withColumn("ever_60_plus", F.col("ever_60_plus") | F.max(F.col("days_past_due") >= 60).over(up_to_day))
-        # A loan leaves the book after its first closed row; an event for it after that fails the step.
-        .withColumn("_left", F.coalesce(F.max(~F.col("status").isin(*OPEN_STATUSES)).over(before_day), F.lit(False)))
-        .where(refuse(F.col("_left") & F.col("_event"), _CLOSED_LOAN_EVENT) & ~F.col("_left"))
-    )
-    book = book.select(*OUTPUT_COLUMNS)
-    if quiet is not None:
-        book = book.unionByName(quiet)
-    # The orphans' rows never get past their filter; the union only puts that filter into the plan.
-    return book.unionByName(
-        orphans.select(
-            *[
-                F.col(c) if c in orphans.columns else F.lit(None).cast(book.schema[c].dataType).alias(c)
-                for c in OUTPUT_COLUMNS
-            ]
-        )
-    )
-
-
-def _as_of_day(book: DataFrame) -> DataFrame:
-    """Outstanding principal, days past due, status, accrued interest and DPD bucket of each loan-day, from its
-    balances to date, ``_oldest_unpaid`` and ``_interest_due``."""
     closed = F.col("status").isin("paid_off", "cancelled")
-    return (
+    book = (
         book.withColumn(
             "outstanding_principal",
             (
@@ -508,19 +456,22 @@ def _as_of_day(book: DataFrame) -> DataFrame:
             .cast(MONEY_SQL),
         )
         .withColumn("dpd_bucket", dpd_bucket())
+        # Running ORs over the range, from the carried flag: once 30+ (60+) days past due, always so.
+        .withColumn("ever_30_plus", F.col("ever_30_plus") | F.max(F.col("days_past_due") >= 30).over(up_to_day))
+        .withColumn("ever_60_plus", F.col("ever_60_plus") | F.max(F.col("days_past_due") >= 60).over(up_to_day))
+        # A loan leaves the book after its first closed row; an event for it after that fails the step.
+        .withColumn("_left", F.coalesce(F.max(~F.col("status").isin(*OPEN_STATUSES)).over(before_day), F.lit(False)))
+        .where(refuse(F.col("_left") & F.col("_event"), _CLOSED_LOAN_EVENT) & ~F.col("_left"))
     )
-
-
-def _quiet_rows(quiet: DataFrame, days: DataFrame) -> DataFrame:
-    """The rows of open loans that no drop of the range names: balances, schedule and installments stand; an
-    installment falling due unpaid makes the loan past due, and its days past due only grow (nothing is paid), so
-    the ``ever_*`` flags need no running OR over the range. Such a loan cannot close (closing takes an event)."""
-    rows = _due_by_day(quiet.join(F.broadcast(days), F.col(PARTITION) >= F.col("_from")))
-    return (
-        _as_of_day(rows)
-        .withColumn("ever_30_plus", F.col("ever_30_plus") | (F.col("days_past_due") >= 30))
-        .withColumn("ever_60_plus", F.col("ever_60_plus") | (F.col("days_past_due") >= 60))
-        .select(*OUTPUT_COLUMNS)
+    book = book.select(*OUTPUT_COLUMNS)
+    # The orphans' rows never get past their filter; the union only puts that filter into the plan.
+    return book.unionByName(
+        orphans.select(
+            *[
+                F.col(c) if c in orphans.columns else F.lit(None).cast(book.schema[c].dataType).alias(c)
+                for c in OUTPUT_COLUMNS
+            ]
+        )
     )
 
 
