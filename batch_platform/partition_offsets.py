@@ -21,26 +21,20 @@ from datetime import datetime
 import dagster as dg
 from dagster._core.definitions.partitions.mapping import time_window as time_window_mapping
 
-_DAGSTERS_OFFSETTED_DATETIME = time_window_mapping._offsetted_datetime
+# Dagster's own stepping, captured before any install: the fast path delegates to it, tests compare with it.
+dagsters_offsetted_datetime = time_window_mapping._offsetted_datetime
 
 
 def offsetted_datetime(partitions_def: dg.TimeWindowPartitionsDefinition, dt: datetime, offset: int) -> datetime:
     """The start of the partition ``-offset`` partitions before ``dt`` (offset < 0), or the end of the one
     ``offset`` partitions after it: what Dagster's stepping computes, in one walk of the calendar."""
     if offset == 0 or partitions_def.is_basic_daily or partitions_def.is_basic_hourly:
-        return _DAGSTERS_OFFSETTED_DATETIME(partitions_def, dt, offset)  # already constant time
+        return dagsters_offsetted_datetime(partitions_def, dt, offset)  # already constant time
     if offset < 0:
         earlier = partitions_def._reverse_iterate_time_windows(dt.timestamp())
         return next(itertools.islice(earlier, -offset - 1, None)).start
     later = partitions_def._iterate_time_windows(dt.timestamp())
     return next(itertools.islice(later, offset - 1, None)).end
-
-
-def dagsters_offsetted_datetime(
-    partitions_def: dg.TimeWindowPartitionsDefinition, dt: datetime, offset: int
-) -> datetime:
-    """Dagster's own stepping, kept to compare with."""
-    return _DAGSTERS_OFFSETTED_DATETIME(partitions_def, dt, offset)
 
 
 def install_fast_partition_offsets() -> None:
